@@ -1,0 +1,133 @@
+"""The wire contract: the messages the planner, the worker and ReflectionCycle exchange.
+
+Every type here is a frozen msgspec ``Struct``. Incoming messages tolerate unknown fields, so a
+newer planner never breaks an older worker; a field added later always has a default. Enums
+travel by name. Constraints live in the types (``Meta``) so that a bad message fails at decode
+time with an error that names the path (``$.actions[3].action_id``).
+"""
+
+from __future__ import annotations
+
+import enum
+from datetime import datetime
+from typing import Annotated, Final
+
+import msgspec
+from msgspec import Meta
+
+#: Most actions one plan may carry; a bigger batch is a planner bug, not a plan.
+MAX_ACTIONS_PER_PLAN: Final = 1000
+#: Longest ``detail`` a record carries; longer texts (an exception message) are cut to fit.
+MAX_DETAIL_LENGTH: Final = 2000
+
+# Ids travel as AMQP `message_id`s and in logs: printable ASCII, no spaces, bounded.
+Identifier = Annotated[
+    str,
+    Meta(
+        min_length=1,
+        max_length=128,
+        pattern=r"^[!-~]+$",
+        description="Printable ASCII without spaces, 1 to 128 characters.",
+    ),
+]
+# Module names end up as the last words of a results routing key: keep them routable.
+ModuleName = Annotated[
+    str,
+    Meta(
+        min_length=1,
+        max_length=128,
+        pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.:/-]*$",
+        description="A module's name: letters, digits and _ . : / -, 1 to 128 characters.",
+        examples=["cognition.detector"],
+    ),
+]
+ParameterName = Annotated[str, Meta(min_length=1, max_length=64)]
+ParameterValue = Annotated[str, Meta(max_length=1024)]
+Parameters = Annotated[
+    dict[ParameterName, ParameterValue],
+    Meta(max_length=32, description="Free-form string parameters, read by the action's kind."),
+]
+Priority = Annotated[int, Meta(ge=-(2**31), le=2**31 - 1)]
+Rationale = Annotated[str, Meta(max_length=4096)]
+Detail = Annotated[str, Meta(max_length=MAX_DETAIL_LENGTH)]
+Seconds = Annotated[float, Meta(ge=0.0)]
+UtcTime = Annotated[datetime, Meta(tz=True, description="An RFC 3339 time with its offset (UTC).")]
+
+
+class ActionKind(enum.StrEnum):
+    """What an action asks for; each kind is owned by one subsystem."""
+
+    TUNE_THRESHOLD = "TUNE_THRESHOLD"
+    INCREASE_BUDGET = "INCREASE_BUDGET"
+    REDUCE_LOAD = "REDUCE_LOAD"
+    HOT_SWAP_MODULE = "HOT_SWAP_MODULE"
+    FLAG_FOR_REVIEW = "FLAG_FOR_REVIEW"
+    NO_OP = "NO_OP"
+
+
+class EnactmentStatus(enum.StrEnum):
+    """What happened to one action."""
+
+    SUCCESS = "SUCCESS"
+    FAILED = "FAILED"
+    SKIPPED = "SKIPPED"
+    RATE_LIMITED = "RATE_LIMITED"
+
+
+class Message(msgspec.Struct, frozen=True, kw_only=True):
+    """Base of every wire message: immutable, unknown fields ignored.
+
+    Subclasses repeat `frozen=True, kw_only=True`: msgspec does not inherit kw_only, and
+    type checkers read each class on its own.
+    """
+
+
+class ImprovementAction(Message, frozen=True, kw_only=True):
+    """One change the planner proposes. ``action_id`` is its idempotency key."""
+
+    action_id: Identifier
+    module_name: ModuleName
+    action_kind: ActionKind
+    parameters: Parameters = {}
+    priority: Priority = 0
+    rationale: Rationale = ""
+
+
+class Plan(Message, frozen=True, kw_only=True):
+    """A ranked batch of actions, enacted in the order given."""
+
+    plan_id: Identifier
+    actions: Annotated[list[ImprovementAction], Meta(min_length=1, max_length=MAX_ACTIONS_PER_PLAN)]
+    created_at: UtcTime | None = None
+    planner: Annotated[str, Meta(max_length=128)] = ""
+
+    def __post_init__(self) -> None:
+        # msgspec turns a ValueError raised here into a ValidationError; say where, as it does.
+        seen: dict[str, int] = {}
+        for index, action in enumerate(self.actions):
+            first = seen.setdefault(action.action_id, index)
+            if first != index:
+                raise ValueError(
+                    f"duplicate action_id {action.action_id!r} (first at $.actions[{first}])"
+                    f" - at `$.actions[{index}].action_id`"
+                )
+
+
+class EnactmentRecord(Message, frozen=True, kw_only=True):
+    """What the optimiser did with one action; one is published per action of a plan.
+
+    ``attempted_at`` is UTC wall-clock time; ``duration_s`` is measured on a monotonic clock.
+    """
+
+    plan_id: Annotated[str, Meta(max_length=128)] = ""
+    action: ImprovementAction
+    status: EnactmentStatus
+    detail: Detail = ""
+    duration_s: Seconds = 0.0
+    attempted_at: UtcTime
+
+
+def routing_key(record: EnactmentRecord) -> str:
+    """The results routing key of a record: ``<ACTION_KIND>.<STATUS>.<module_name>``."""
+    action = record.action
+    return f"{action.action_kind.value}.{record.status.value}.{action.module_name}"
