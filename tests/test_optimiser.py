@@ -8,7 +8,7 @@ from typing import Any
 from unittest.mock import Mock
 
 import pytest
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, generate_latest
 
 from schemas import ActionKind, EnactmentStatus, ImprovementAction, decode_record, encode
 from tests.conftest import SwapOutcome, action, seed_cycle, seed_orchestrator
@@ -426,3 +426,44 @@ async def test_hot_swaps_not_handed_to_an_orchestrator_are_not_counted(clock: Ma
         )
         is None
     )
+
+
+async def test_the_duration_histogram_is_cumulative_and_exposes_as_text(
+    clock: ManualClock,
+) -> None:
+    registry = CollectorRegistry()
+    metrics = OptimiserMetrics(registry)
+
+    class Timed:
+        def __init__(self, seconds: float) -> None:
+            self.seconds = seconds
+
+        async def shed_load(self, request: LoadShed) -> SubsystemResult:
+            clock.advance(self.seconds)
+            return SubsystemResult(True, "shed")
+
+    for seconds in (0.0001, 0.003, 2.0, 100.0):
+        optimiser = AsyncSelfOptimiser(
+            subsystems=Subsystems(load=Timed(seconds)), clock=clock, metrics=metrics
+        )
+        await optimiser.enact([action(K.REDUCE_LOAD)])
+
+    def bucket(le: str) -> float | None:
+        return registry.get_sample_value(
+            "asi_optimiser_enact_duration_seconds_bucket", {"action_kind": "REDUCE_LOAD", "le": le}
+        )
+
+    assert bucket("0.0001") == 1  # le is inclusive
+    assert bucket("0.005") == 2
+    assert bucket("2.5") == 3
+    assert bucket("30.0") == 3
+    assert bucket("+Inf") == 4
+    assert registry.get_sample_value(
+        "asi_optimiser_enact_duration_seconds_sum", {"action_kind": "REDUCE_LOAD"}
+    ) == pytest.approx(102.0031)
+    text = generate_latest(registry).decode()
+    assert (
+        'asi_optimiser_actions_enacted_total{action_kind="REDUCE_LOAD",status="SUCCESS"} 4.0'
+        in text
+    )
+    assert "# TYPE asi_optimiser_enact_duration_seconds histogram" in text

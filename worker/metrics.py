@@ -1,72 +1,134 @@
-"""The seed's Prometheus metrics, on a registry the caller passes in."""
+"""The seed's Prometheus metrics, on a registry the caller passes in.
+
+The optimiser counts in plain dicts and this collector turns them into metric families
+when Prometheus scrapes. prometheus-client's own Counter and Histogram take a lock and
+walk their buckets on every call: measured, that more than halved NO_OP throughput
+(`python -m bench`), while a dict increment is nearly free. Counting happens on the
+event loop thread only; a scrape (another thread) reads copies.
+"""
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from bisect import bisect_left
+from collections import defaultdict
+from collections.abc import Iterator
+from typing import Final
+
+from prometheus_client import CollectorRegistry
+from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 from schemas import EnactmentRecord, EnactmentStatus
 
 #: Buckets from an in-process call (tens of µs) to a slow remote hot swap (tens of seconds).
-DURATION_BUCKETS = (
+DURATION_BUCKETS: Final = (
     0.0001, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
     0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
 )  # fmt: skip
+_BUCKET_LABELS: Final = [*(repr(bound) for bound in DURATION_BUCKETS), "+Inf"]
+# Enum attribute lookups cost a Python-level call; the hot path uses a plain name.
+_RATE_LIMITED: Final = EnactmentStatus.RATE_LIMITED
 
 
-class OptimiserMetrics:
+class _Histogram:
+    __slots__ = ("counts", "total")
+
+    def __init__(self) -> None:
+        self.counts = [0] * (len(DURATION_BUCKETS) + 1)  # the last one is +Inf
+        self.total = 0.0
+
+    def observe(self, value: float) -> None:
+        # bisect_left: a value equal to a bound belongs to that bucket (le is inclusive).
+        self.counts[bisect_left(DURATION_BUCKETS, value)] += 1
+        self.total += value
+
+    def cumulative(self) -> list[tuple[str, float]]:
+        running = 0
+        buckets = []
+        for label, count in zip(_BUCKET_LABELS, list(self.counts), strict=True):
+            running += count
+            buckets.append((label, float(running)))
+        return buckets
+
+
+class OptimiserMetrics(Collector):
     """``asi_optimiser_*``: names and labels exactly as the design card has them."""
 
     def __init__(self, registry: CollectorRegistry) -> None:
-        self.enact_calls = Counter(
-            "asi_optimiser_enact_calls",
-            "Calls of enact().",
-            registry=registry,
-        )
-        self.actions_enacted = Counter(
-            "asi_optimiser_actions_enacted",
-            "Records produced by enact(), by action kind and status.",
-            ["action_kind", "status"],
-            registry=registry,
-        )
-        self.actions_rate_limited = Counter(
-            "asi_optimiser_actions_rate_limited",
-            "Actions refused by the cool-down gate.",
-            ["module", "action_kind"],
-            registry=registry,
-        )
-        self.hot_swaps = Counter(
-            "asi_optimiser_hot_swaps",
-            "Hot swaps handed to the orchestrator, by outcome (SUCCESS or FAILED).",
-            ["module", "outcome"],
-            registry=registry,
-        )
-        self.enact_duration = Histogram(
-            "asi_optimiser_enact_duration_seconds",
-            "Time to enact one dispatched action.",
-            ["action_kind"],
-            buckets=DURATION_BUCKETS,
-            registry=registry,
-        )
-        # labels() takes a lock and hashes its arguments; the hot path reuses the children.
-        self._enacted: dict[tuple[str, str], Counter] = {}
-        self._duration: dict[str, Histogram] = {}
+        self.enact_calls = 0
+        self.actions_enacted: defaultdict[tuple[str, str], int] = defaultdict(int)
+        self.actions_rate_limited: defaultdict[tuple[str, str], int] = defaultdict(int)
+        self.hot_swaps: defaultdict[tuple[str, str], int] = defaultdict(int)
+        self.enact_duration: defaultdict[str, _Histogram] = defaultdict(_Histogram)
+        registry.register(self)
+
+    # --- counting, on the event loop ---------------------------------------------------
+
+    def enact_call(self) -> None:
+        """Count one ``enact()`` call."""
+        self.enact_calls += 1
 
     def observe(self, record: EnactmentRecord, *, dispatched: bool) -> None:
         """Count one record; ``dispatched`` records also feed the duration histogram."""
-        kind = record.action.action_kind.value
-        status = record.status.value
-        counter = self._enacted.get((kind, status))
-        if counter is None:
-            counter = self._enacted[kind, status] = self.actions_enacted.labels(kind, status)
-        counter.inc()
-        if status == EnactmentStatus.RATE_LIMITED:
-            self.actions_rate_limited.labels(record.action.module_name, kind).inc()
+        action = record.action
+        # StrEnum members are their own label values; .value would cost an enum lookup.
+        kind = action.action_kind
+        status = record.status
+        self.actions_enacted[kind, status] += 1
+        if status is _RATE_LIMITED:
+            self.actions_rate_limited[action.module_name, kind] += 1
         if dispatched:
-            histogram = self._duration.get(kind)
-            if histogram is None:
-                histogram = self._duration[kind] = self.enact_duration.labels(kind)
-            histogram.observe(record.duration_s)
+            self.enact_duration[kind].observe(record.duration_s)
 
     def hot_swap(self, module: str, succeeded: bool) -> None:
         """Count a hot swap the orchestrator was asked to do."""
-        self.hot_swaps.labels(module, "SUCCESS" if succeeded else "FAILED").inc()
+        self.hot_swaps[module, "SUCCESS" if succeeded else "FAILED"] += 1
+
+    # --- exposition, on the scraping thread --------------------------------------------
+
+    def describe(self) -> Iterator[Metric]:
+        return self._families(empty=True)
+
+    def collect(self) -> Iterator[Metric]:
+        return self._families(empty=False)
+
+    def _families(self, *, empty: bool) -> Iterator[Metric]:
+        calls = CounterMetricFamily("asi_optimiser_enact_calls", "Calls of enact().")
+        if not empty:
+            calls.add_metric([], self.enact_calls)
+        yield calls
+        yield _counter(
+            "asi_optimiser_actions_enacted",
+            "Records produced by enact(), by action kind and status.",
+            ["action_kind", "status"],
+            {} if empty else self.actions_enacted,
+        )
+        yield _counter(
+            "asi_optimiser_actions_rate_limited",
+            "Actions refused by the cool-down gate.",
+            ["module", "action_kind"],
+            {} if empty else self.actions_rate_limited,
+        )
+        yield _counter(
+            "asi_optimiser_hot_swaps",
+            "Hot swaps handed to the orchestrator, by outcome (SUCCESS or FAILED).",
+            ["module", "outcome"],
+            {} if empty else self.hot_swaps,
+        )
+        durations = HistogramMetricFamily(
+            "asi_optimiser_enact_duration_seconds",
+            "Time to enact one dispatched action.",
+            labels=["action_kind"],
+        )
+        for kind, histogram in ({} if empty else dict(self.enact_duration)).items():
+            durations.add_metric([str(kind)], histogram.cumulative(), sum_value=histogram.total)
+        yield durations
+
+
+def _counter(
+    name: str, documentation: str, labels: list[str], values: dict[tuple[str, str], int]
+) -> CounterMetricFamily:
+    family = CounterMetricFamily(name, documentation, labels=labels)
+    for label_values, value in dict(values).items():  # a copy: the loop may be counting
+        family.add_metric([str(label) for label in label_values], value)
+    return family

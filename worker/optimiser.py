@@ -43,6 +43,9 @@ SUCCESS = EnactmentStatus.SUCCESS
 FAILED = EnactmentStatus.FAILED
 SKIPPED = EnactmentStatus.SKIPPED
 RATE_LIMITED = EnactmentStatus.RATE_LIMITED
+# Enum attribute lookups cost a Python-level call; the hot path uses these names.
+NO_OP = ActionKind.NO_OP
+HOT_SWAP_MODULE = ActionKind.HOT_SWAP_MODULE
 
 
 @runtime_checkable
@@ -115,7 +118,7 @@ class AsyncSelfOptimiser:
         self._metrics = metrics
         # (module, kind) -> monotonic time of its last SUCCESS. Absent means never, so a
         # young host clock cannot rate-limit a first action (the reference's .get(key, 0.0) did).
-        self._last_enacted: dict[tuple[str, str], float] = {}
+        self._last_enacted: dict[tuple[str, ActionKind], float] = {}
         self._lock = asyncio.Lock()
         self._stats: defaultdict[str, int] = defaultdict(int)
 
@@ -146,7 +149,7 @@ class AsyncSelfOptimiser:
                 if len(records) >= cfg.max_enactments_per_cycle:
                     break
                 kind = action.action_kind
-                key = (action.module_name, kind.value)
+                key = (action.module_name, kind)
                 dispatched = False
                 if cfg.enable_rate_limit and (last := self._last_enacted.get(key)) is not None:
                     remaining = cfg.cool_down_s - (clock.monotonic() - last)
@@ -160,7 +163,7 @@ class AsyncSelfOptimiser:
                         self._count(record, metrics, dispatched)
                         records.append(record)
                         continue
-                if kind is ActionKind.HOT_SWAP_MODULE:
+                if kind is HOT_SWAP_MODULE:
                     if hot_swap_count >= cfg.max_hot_swap_per_cycle:
                         record = self._gate_record(
                             plan_id, action, SKIPPED, "hot-swap cap reached for this cycle"
@@ -177,7 +180,7 @@ class AsyncSelfOptimiser:
                 records.append(record)
             self._stats["enact_calls"] += 1
             if metrics is not None:
-                metrics.enact_calls.inc()
+                metrics.enact_call()
         return records
 
     async def stats(self) -> dict[str, int]:
@@ -202,7 +205,7 @@ class AsyncSelfOptimiser:
         kind = action.action_kind
         if cfg.dry_run:
             status, detail = SKIPPED, f"dry-run: would enact {kind.value}"
-        elif kind is ActionKind.NO_OP:
+        elif kind is NO_OP:
             status, detail = SKIPPED, "no-op"
         else:
             status, detail = await self._apply(action, cfg, plan_id)
@@ -246,7 +249,7 @@ class AsyncSelfOptimiser:
             if isinstance(answer, SubsystemResult)
             else SubsystemResult(False, f"{owner} answered {type(answer).__name__}, not a result")
         )
-        if action.action_kind is ActionKind.HOT_SWAP_MODULE and self._metrics is not None:
+        if action.action_kind is HOT_SWAP_MODULE and self._metrics is not None:
             self._metrics.hot_swap(action.module_name, result.succeeded)
         return (SUCCESS if result.succeeded else FAILED), result.detail
 
