@@ -6,12 +6,20 @@ import argparse
 import asyncio
 import logging
 import os
+import signal
 import sys
-from collections.abc import Sequence
+import textwrap
+from collections.abc import Callable, Sequence
 from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+
+from prometheus_client import CollectorRegistry
 
 from schemas.jsonschema import MESSAGES, render
+from worker.config import WorkerSettings, load_settings, settings_help
 from worker.demo import run_demo
+from worker.errors import ConfigError, OptimiserError
+from worker.service import Worker
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +41,17 @@ def _positive_seconds(text: str) -> float:
     return value
 
 
+def _add_log_level(parser: argparse.ArgumentParser, *, default: str) -> None:
+    # Each command gets its own argument: argparse shares `parents=` actions between
+    # subparsers, so one command's set_defaults() would change the others' defaults.
+    parser.add_argument(
+        "--log-level",
+        default=default,
+        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+        help="how much to log on stderr (default: %(default)s)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="self-optimiser",
@@ -42,18 +61,10 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument(
-        "--log-level",
-        default="INFO",
-        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
-        help="how much to log on stderr (default: INFO; ERROR for demo, which prints every record)",
-    )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     demo = commands.add_parser(
         "demo",
-        parents=[common],
         help="run the whole loop in one process and print every record as it lands",
         description=(
             "Run the real optimiser between a simulated planner, CognitiveCycle and "
@@ -72,18 +83,79 @@ def build_parser() -> argparse.ArgumentParser:
         "--seed", type=int, default=None, help="random seed, for a demo that repeats exactly"
     )
     # The demo prints every record; the optimiser's own warnings would say each failure twice.
-    demo.set_defaults(log_level="ERROR")
+    _add_log_level(demo, default="ERROR")
+
+    run = commands.add_parser(
+        "run",
+        help="consume plans from RabbitMQ and enact them (the worker)",
+        description=textwrap.fill(
+            "Consume plans from queue N.plans, enact each under the optimiser's guardrails, "
+            "publish one EnactmentRecord per action to topic exchange N.results (routing key "
+            "<ACTION_KIND>.<STATUS>.<module_name>), FLAG_FOR_REVIEW items to queue N.review, "
+            "and unreadable plans to N.plans.invalid. A plan is acked only once the broker has "
+            "confirmed all of them. SIGTERM or SIGINT: stop consuming, finish the plan in hand, "
+            "exit 0. Settings come from the defaults, then --config, then the environment."
+        ),
+        epilog=settings_help(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _add_log_level(run, default="INFO")
+    run.add_argument(
+        "--config",
+        type=Path,
+        metavar="FILE",
+        help="TOML file of settings (name = value); OPTIMISER_* variables override it",
+    )
 
     schema = commands.add_parser(
         "schema",
-        parents=[common],
         help="print the JSON Schema of the wire messages",
         description="Print the JSON Schema (2020-12) of one message, or of all of them.",
     )
     schema.add_argument(
         "name", nargs="?", choices=list(MESSAGES), help="one message (default: all, in turn)"
     )
+    _add_log_level(schema, default="WARNING")
     return parser
+
+
+def _run(config_file: Path | None) -> int:
+    try:
+        settings = load_settings(os.environ, config_file)
+    except ConfigError as exc:
+        sys.stderr.write(f"self-optimiser: error: {exc}\n")
+        return 2
+    log.info("settings: %r", settings)
+    try:
+        with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+            runner.run(_serve(settings))
+    except OptimiserError as exc:
+        log.error("%s", exc)
+        return 1
+    return 0
+
+
+async def _serve(settings: WorkerSettings) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, _stop_on_signal, stop, signum)
+    await Worker(settings, registry=CollectorRegistry()).run(stop)
+
+
+def _stop_on_signal(stop: asyncio.Event, signum: int) -> None:
+    log.info("%s received", signal.Signals(signum).name)
+    stop.set()
+
+
+def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """uvloop's loop when it is installed (``pip install self-optimiser[fast]``), else asyncio's."""
+    try:
+        import uvloop  # noqa: PLC0415 - optional dependency
+    except ImportError:
+        return None
+    factory: Callable[[], asyncio.AbstractEventLoop] = uvloop.new_event_loop
+    return factory
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -100,6 +172,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             for name in names:
                 sys.stdout.write(render(name))
             return 0
+        if args.command == "run":
+            return _run(args.config)
         if args.command == "demo":
             asyncio.run(run_demo(duration_s=args.duration, dry_run=args.dry_run, seed=args.seed))
             return 0

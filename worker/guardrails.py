@@ -3,55 +3,75 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
+from typing import Any, TypeVar
 
 from worker.errors import ConfigError
+
+T = TypeVar("T")
+
+
+def setting(default: T, help: str) -> T:
+    """A dataclass field with a default and the one-line help that ``--help`` and docs show."""
+    described: Any = field(default=default, metadata={"help": help})
+    return described  # type: ignore[no-any-return]
 
 
 @dataclass(frozen=True, slots=True)
 class OptimiserConfig:
     """Guardrails and bounds of the optimiser. Invalid combinations raise ``ConfigError``."""
 
-    #: Most records one ``enact()`` call returns; later actions are not looked at.
-    max_enactments_per_cycle: int = 10
-    #: Most HOT_SWAP_MODULE actions dispatched per call; later ones are SKIPPED.
-    max_hot_swap_per_cycle: int = 1
-    #: After a SUCCESS, the same (module, kind) is RATE_LIMITED for this many seconds.
-    cool_down_s: float = 300.0
-    #: Turn the cool-down gate off entirely.
-    enable_rate_limit: bool = True
-    #: Record what would be done (SKIPPED) without touching any subsystem.
-    dry_run: bool = False
-    #: A subsystem that has not answered after this many seconds makes the action FAILED.
-    subsystem_timeout_s: float = 30.0
-    #: TUNE_THRESHOLD: relative change of the p95 threshold when the action names none.
-    default_suggested_delta: float = 0.1
-    #: TUNE_THRESHOLD: smallest allowed ``suggested_delta``; below it the action FAILS.
-    min_suggested_delta: float = -0.5
-    #: TUNE_THRESHOLD: largest allowed ``suggested_delta``; above it the action FAILS.
-    max_suggested_delta: float = 1.0
-    #: TUNE_THRESHOLD: a tuned p95 threshold never goes below this (ms).
-    threshold_floor_ms: float = 50.0
-    #: TUNE_THRESHOLD: a tuned p95 threshold never goes above this (ms).
-    threshold_ceiling_ms: float = 60_000.0
-    #: INCREASE_BUDGET: the factor used when the action names none.
-    default_budget_factor: float = 1.5
-    #: INCREASE_BUDGET: smallest allowed ``budget_factor``; below it the action FAILS.
-    min_budget_factor: float = 1.0
-    #: INCREASE_BUDGET: largest allowed ``budget_factor``; above it the action FAILS.
-    max_budget_factor: float = 4.0
-    #: INCREASE_BUDGET: the budget (s) of a module that has none yet.
-    default_budget_s: float = 1.0
-    #: INCREASE_BUDGET: a budget never goes below this (s).
-    budget_floor_s: float = 0.01
-    #: INCREASE_BUDGET: a budget never goes above this (s).
-    budget_ceiling_s: float = 60.0
+    max_enactments_per_cycle: int = setting(
+        10, "Most records one ``enact()`` call returns; later actions are not looked at."
+    )
+    max_hot_swap_per_cycle: int = setting(
+        1, "Most HOT_SWAP_MODULE actions dispatched per call; later ones are SKIPPED."
+    )
+    cool_down_s: float = setting(
+        300.0, "After a SUCCESS, the same (module, kind) is RATE_LIMITED for this many seconds."
+    )
+    enable_rate_limit: bool = setting(True, "Turn the cool-down gate off entirely.")
+    dry_run: bool = setting(
+        False, "Record what would be done (SKIPPED) without touching any subsystem."
+    )
+    subsystem_timeout_s: float = setting(
+        30.0, "A subsystem that has not answered after this many seconds makes the action FAILED."
+    )
+    default_suggested_delta: float = setting(
+        0.1, "TUNE_THRESHOLD: relative change of the p95 threshold when the action names none."
+    )
+    min_suggested_delta: float = setting(
+        -0.5, "TUNE_THRESHOLD: smallest allowed ``suggested_delta``; below it the action FAILS."
+    )
+    max_suggested_delta: float = setting(
+        1.0, "TUNE_THRESHOLD: largest allowed ``suggested_delta``; above it the action FAILS."
+    )
+    threshold_floor_ms: float = setting(
+        50.0, "TUNE_THRESHOLD: a tuned p95 threshold never goes below this (ms)."
+    )
+    threshold_ceiling_ms: float = setting(
+        60_000.0, "TUNE_THRESHOLD: a tuned p95 threshold never goes above this (ms)."
+    )
+    default_budget_factor: float = setting(
+        1.5, "INCREASE_BUDGET: the factor used when the action names none."
+    )
+    min_budget_factor: float = setting(
+        1.0, "INCREASE_BUDGET: smallest allowed ``budget_factor``; below it the action FAILS."
+    )
+    max_budget_factor: float = setting(
+        4.0, "INCREASE_BUDGET: largest allowed ``budget_factor``; above it the action FAILS."
+    )
+    default_budget_s: float = setting(
+        1.0, "INCREASE_BUDGET: the budget (s) of a module that has none yet."
+    )
+    budget_floor_s: float = setting(0.01, "INCREASE_BUDGET: a budget never goes below this (s).")
+    budget_ceiling_s: float = setting(60.0, "INCREASE_BUDGET: a budget never goes above this (s).")
 
     def __post_init__(self) -> None:
-        for field in fields(self):
-            value = getattr(self, field.name)
+        for each in fields(self):
+            value = getattr(self, each.name)
             if isinstance(value, float) and not math.isfinite(value):
-                raise ConfigError(f"{field.name} must be a finite number, not {value}")
+                raise ConfigError(f"{each.name} must be a finite number, not {value}")
         _require(self.max_enactments_per_cycle >= 1, "max_enactments_per_cycle must be >= 1")
         _require(self.max_hot_swap_per_cycle >= 0, "max_hot_swap_per_cycle must be >= 0")
         _require(self.cool_down_s >= 0, "cool_down_s must be >= 0")

@@ -14,7 +14,7 @@ from collections import defaultdict
 from collections.abc import Iterator
 from typing import Final
 
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -132,3 +132,41 @@ def _counter(
     for label_values, value in dict(values).items():  # a copy: the loop may be counting
         family.add_metric([str(label) for label in label_values], value)
     return family
+
+
+class WorkerMetrics:
+    """The worker's own metrics: counted per plan, not per action, so plain prometheus-client."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.plans_consumed = Counter(
+            "asi_optimiser_plans_consumed",
+            "Plans taken off the queue, by outcome: acked, parked or requeued.",
+            ["outcome"],
+            registry=registry,
+        )
+        self.plans_parked = Counter(
+            "asi_optimiser_plans_parked",
+            "Plans moved to N.plans.invalid, by reason.",
+            ["reason"],
+            registry=registry,
+        )
+        self.publish_failures = Counter(
+            "asi_optimiser_publish_failures",
+            "Publishes the broker did not confirm (nack, timeout, lost channel), by target.",
+            ["target"],
+            registry=registry,
+        )
+        self.records_unroutable = Counter(
+            "asi_optimiser_records_unroutable",
+            "Records the broker returned: no queue was bound to receive them.",
+            registry=registry,
+        )
+        self.ready = Gauge(
+            "asi_optimiser_ready", "1 while the worker is consuming plans.", registry=registry
+        )
+        self.plan_duration = Histogram(
+            "asi_optimiser_plan_duration_seconds",
+            "From delivery of a plan to its ack, records confirmed.",
+            buckets=DURATION_BUCKETS,
+            registry=registry,
+        )

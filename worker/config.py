@@ -1,0 +1,183 @@
+"""``WorkerSettings``: the one typed configuration of ``self-optimiser run``.
+
+Built once at start-up from, in increasing precedence: the defaults below, an optional TOML
+file (flat ``name = value`` pairs) and the environment (``OPTIMISER_<NAME>``). The optimiser's
+guardrails (``OptimiserConfig``) are settings too, under the same flat names. Nothing reads the
+environment at import time. The AMQP URL's password never appears in a ``repr`` or a log.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import tomllib
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final
+from urllib.parse import urlsplit, urlunsplit
+
+from worker.errors import ConfigError
+from worker.guardrails import OptimiserConfig, setting
+
+ENV_PREFIX: Final = "OPTIMISER_"
+_NAMESPACE: Final = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9_.-]{0,63}$")
+
+
+@dataclass(frozen=True, slots=True, repr=False)
+class WorkerSettings:
+    """Everything the worker needs to run; invalid values raise ``ConfigError``."""
+
+    amqp_url: str = setting(
+        "amqp://guest:guest@localhost:5672/", "Broker URL (amqp:// or amqps://, with the vhost)."
+    )
+    namespace: str = setting(
+        "optimiser", "Prefix of every queue and exchange (N.plans, N.results, N.review, ...)."
+    )
+    metrics_host: str = setting("0.0.0.0", "Address of the /metrics, /healthz, /readyz server.")
+    metrics_port: int = setting(9464, "Port of that server; 0 picks a free one, -1 turns it off.")
+    prefetch: int = setting(100, "Plans the broker may hand the worker before it acks any.")
+    publish_timeout_s: float = setting(
+        10.0, "A publish not confirmed by the broker within this many seconds has failed."
+    )
+    connect_timeout_s: float = setting(10.0, "Time allowed for one connection attempt.")
+    connect_retry_s: float = setting(
+        120.0, "At start-up, keep retrying a broker that does not answer for this long."
+    )
+    heartbeat_s: int = setting(60, "AMQP heartbeat interval; a silent broker is dropped after ~3.")
+    shutdown_grace_s: float = setting(
+        30.0, "On SIGTERM, how long the plans in hand may take to finish."
+    )
+    max_plan_bytes: int = setting(
+        1_048_576, "Larger plan bodies are parked in N.plans.invalid unread."
+    )
+    optimiser: OptimiserConfig = dataclasses.field(default_factory=OptimiserConfig)
+
+    def __post_init__(self) -> None:
+        url = urlsplit(self.amqp_url)
+        if url.scheme not in ("amqp", "amqps") or not url.hostname:
+            raise ConfigError(
+                f"amqp_url must look like amqp://user:password@host:5672/vhost, "
+                f"not {redact_url(self.amqp_url)!r}"
+            )
+        if not _NAMESPACE.match(self.namespace):
+            raise ConfigError(
+                f"namespace {self.namespace!r} must be 1 to 64 letters, digits, '_', '-' or '.'"
+            )
+        if not -1 <= self.metrics_port <= 65535:
+            raise ConfigError("metrics_port must be between -1 and 65535")
+        if not 1 <= self.prefetch <= 65535:
+            raise ConfigError("prefetch must be between 1 and 65535")
+        for name in ("publish_timeout_s", "connect_timeout_s", "shutdown_grace_s"):
+            if not 0 < getattr(self, name) < float("inf"):
+                raise ConfigError(f"{name} must be a positive number of seconds")
+        if not 0 <= self.connect_retry_s < float("inf"):
+            raise ConfigError("connect_retry_s must be >= 0")
+        if self.heartbeat_s < 0:
+            raise ConfigError("heartbeat_s must be >= 0 (0 turns heartbeats off)")
+        if self.max_plan_bytes < 1:
+            raise ConfigError("max_plan_bytes must be >= 1")
+
+    def __repr__(self) -> str:
+        shown = ", ".join(
+            f"{name}={redact_url(value) if name == 'amqp_url' else value!r}"
+            for name, value in self._values()
+        )
+        return f"WorkerSettings({shown})"
+
+    def _values(self) -> Iterator[tuple[str, Any]]:
+        for each in dataclasses.fields(self):
+            yield each.name, getattr(self, each.name)
+
+    @property
+    def safe_url(self) -> str:
+        """The broker URL with its password replaced by ``***``, for logs."""
+        return redact_url(self.amqp_url)
+
+
+def redact_url(url: str) -> str:
+    """``url`` with any password replaced by ``***``."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.hostname or ""
+    if ":" in host:  # an IPv6 literal
+        host = f"[{host}]"
+    netloc = f"{parts.username}:***@{host}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def setting_fields() -> list[tuple[dataclasses.Field[Any], bool]]:
+    """Every flat setting: (field, belongs to OptimiserConfig)."""
+    worker = [(f, False) for f in dataclasses.fields(WorkerSettings) if f.name != "optimiser"]
+    return worker + [(f, True) for f in dataclasses.fields(OptimiserConfig)]
+
+
+def load_settings(environ: Mapping[str, str], config_file: Path | None = None) -> WorkerSettings:
+    """Defaults, then ``config_file`` (TOML), then ``OPTIMISER_*`` variables of ``environ``."""
+    raw: dict[str, Any] = {}
+    known = {f.name: f for f, _ in setting_fields()}
+    if config_file is not None:
+        try:
+            table = tomllib.loads(config_file.read_text(encoding="utf-8"))
+        except OSError as exc:
+            raise ConfigError(f"cannot read {config_file}: {exc.strerror}") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{config_file} is not valid TOML: {exc}") from None
+        unknown = sorted(set(table) - set(known))
+        if unknown:
+            raise ConfigError(f"{config_file}: unknown setting(s) {', '.join(unknown)}")
+        for name, value in table.items():
+            raw[name] = _coerce(known[name], value, source=f"{config_file}: {name}")
+    for name, each in known.items():
+        variable = ENV_PREFIX + name.upper()
+        if variable in environ:
+            raw[name] = _coerce(each, environ[variable], source=variable)
+    optimiser_names = {f.name for f in dataclasses.fields(OptimiserConfig)}
+    optimiser = OptimiserConfig(**{k: v for k, v in raw.items() if k in optimiser_names})
+    return WorkerSettings(
+        **{k: v for k, v in raw.items() if k not in optimiser_names}, optimiser=optimiser
+    )
+
+
+_TRUE: Final = frozenset({"1", "true", "yes", "on"})
+_FALSE: Final = frozenset({"0", "false", "no", "off"})
+
+
+def _coerce(each: dataclasses.Field[Any], value: Any, *, source: str) -> Any:
+    kind = each.type if isinstance(each.type, str) else each.type.__name__
+    if kind == "bool":
+        if isinstance(value, bool):
+            return value
+        text = str(value).strip().lower()
+        if text in _TRUE | _FALSE:
+            return text in _TRUE
+        raise ConfigError(f"{source}: {value!r} is not a boolean (true/false)")
+    if kind == "int":
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        try:
+            return int(str(value).strip().replace("_", ""))
+        except ValueError:
+            raise ConfigError(f"{source}: {value!r} is not a whole number") from None
+    if kind == "float":
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+        try:
+            return float(str(value).strip())
+        except ValueError:
+            raise ConfigError(f"{source}: {value!r} is not a number") from None
+    if not isinstance(value, str):
+        raise ConfigError(f"{source}: {value!r} is not a string")
+    return value
+
+
+def settings_help() -> str:
+    """The settings as ``--help`` lists them: name, variable, default, meaning."""
+    lines = ["settings (TOML name = environment variable, default):"]
+    for each, _ in setting_fields():
+        default = each.default
+        shown = redact_url(str(default)) if each.name == "amqp_url" else default
+        lines.append(f"  {each.name} = {ENV_PREFIX}{each.name.upper()} (default: {shown})")
+        lines.append(f"      {each.metadata['help']}")
+    return "\n".join(lines)

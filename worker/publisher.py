@@ -1,0 +1,79 @@
+"""Confirmed, persistent, mandatory publishing with a timeout on every publish.
+
+The channel is opened with publisher confirms and ``on_return_raises=False``, so an
+unroutable message comes back as a returned message instead of an exception: the caller
+decides whether that is fatal (a review item: yes) or only an error to report (a record
+nobody is bound to receive).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Final
+
+import aio_pika
+import aiormq
+from aio_pika.abc import AbstractChannel, AbstractExchange
+from aiormq.abc import DeliveredMessage
+
+from worker.errors import OptimiserError
+
+log = logging.getLogger(__name__)
+
+PERSISTENT: Final = aio_pika.DeliveryMode.PERSISTENT
+
+
+class PublishFailed(OptimiserError):
+    """The broker did not confirm a message: nacked, timed out, or the channel went away."""
+
+
+class Publisher:
+    """Publishes on one confirming channel; returns whether the broker could route it."""
+
+    def __init__(self, channel: AbstractChannel, *, timeout_s: float) -> None:
+        self._channel = channel
+        self._timeout_s = timeout_s
+        # aiormq matches a returned message to its publish by message_id, so one id must not
+        # be in flight twice on a channel: a second publish with it waits for the first.
+        self._in_flight: dict[str, asyncio.Future[None]] = {}
+
+    @property
+    def default_exchange(self) -> AbstractExchange:
+        return self._channel.default_exchange
+
+    async def publish(
+        self, exchange: AbstractExchange, routing_key: str, message: aio_pika.Message
+    ) -> bool:
+        """Publish and wait for the broker's confirm: True if routed, False if returned.
+
+        Raises ``PublishFailed`` when the broker nacks, the confirm does not come within the
+        timeout, or the connection is lost meanwhile (the message may or may not have landed).
+        """
+        message_id = message.message_id or ""
+        while (earlier := self._in_flight.get(message_id)) is not None:
+            await asyncio.shield(earlier)
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._in_flight[message_id] = done
+        try:
+            result = await exchange.publish(
+                message, routing_key, mandatory=True, timeout=self._timeout_s
+            )
+        except TimeoutError:
+            raise PublishFailed(
+                f"no confirm from the broker within {self._timeout_s:g}s "
+                f"(exchange {exchange.name!r}, routing key {routing_key!r})"
+            ) from None
+        except aiormq.exceptions.DeliveryError as exc:
+            raise PublishFailed(
+                f"the broker refused the message (exchange {exchange.name!r}, "
+                f"routing key {routing_key!r}): {exc.frame!r}"
+            ) from None
+        except (aiormq.exceptions.AMQPError, ConnectionError, RuntimeError) as exc:
+            raise PublishFailed(
+                f"publish to {exchange.name!r} failed: {type(exc).__name__}: {exc}"
+            ) from None
+        finally:
+            del self._in_flight[message_id]
+            done.set_result(None)
+        return not isinstance(result, DeliveredMessage)

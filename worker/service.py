@@ -1,0 +1,381 @@
+"""The RabbitMQ worker: plans in, one record per action out, review items, bad plans parked.
+
+For each delivery, one place (``_handle``) decides its fate and says why in one log line:
+
+- unreadable (too large, wrong content type or encoding, fails to decode or validate):
+  republished to ``N.plans.invalid`` with the reason in ``x-error``, then acked;
+- readable: enacted under the optimiser's lock, one record per action published to
+  ``N.results``, then acked once the broker has confirmed every record (and, inside
+  ``enact()``, every review item);
+- a publish the broker did not confirm: the plan is nacked back to the queue (redelivered).
+
+Plans are enacted one at a time, in delivery order; their records are published while the
+next plan is enacted, so confirms of several plans are in flight at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from typing import Final
+
+import aio_pika
+import msgspec
+from aio_pika.abc import (
+    AbstractChannel,
+    AbstractExchange,
+    AbstractIncomingMessage,
+    AbstractRobustConnection,
+)
+from prometheus_client import CollectorRegistry
+
+from schemas import EnactmentRecord, EnactmentStatus, Plan, decode_plan, encode, routing_key
+from schemas.codec import JSON, PLAN_CONTENT_TYPES
+from worker.clock import Clock, SystemClock
+from worker.config import WorkerSettings
+from worker.connection import connect
+from worker.http import HealthServer
+from worker.metrics import OptimiserMetrics, WorkerMetrics
+from worker.optimiser import AsyncSelfOptimiser
+from worker.ports import Subsystems
+from worker.publisher import PERSISTENT, Publisher, PublishFailed
+from worker.review import AmqpReviewSink
+from worker.topology import Names, declare
+
+log = logging.getLogger(__name__)
+
+_Handle = Callable[[AbstractIncomingMessage], Awaitable[None]]
+
+#: Longest ``x-error`` header on a parked plan; msgspec's messages are far shorter.
+MAX_ERROR_HEADER: Final = 1000
+_ACCEPTED_ENCODINGS: Final = frozenset({"", "identity", "utf-8", "utf8"})
+
+
+class Worker:
+    """Consumes ``N.plans`` until ``stop`` is set, then drains and closes cleanly."""
+
+    def __init__(
+        self,
+        settings: WorkerSettings,
+        *,
+        registry: CollectorRegistry,
+        subsystems: Subsystems | None = None,
+        clock: Clock | None = None,
+    ) -> None:
+        self.settings = settings
+        self.names = Names(settings.namespace)
+        self._registry = registry
+        self._subsystems = subsystems or Subsystems()
+        self.clock: Clock = clock or SystemClock()
+        self.metrics = WorkerMetrics(registry)
+        self.optimiser_metrics = OptimiserMetrics(registry)
+        self._state = "starting"
+        self._connections: list[AbstractRobustConnection] = []
+        self._handlers: set[asyncio.Task[None]] = set()
+        self.turn = asyncio.Lock()  # FIFO: plans are enacted in delivery order
+        self._stopping = False
+        self.metrics_port: int | None = None
+
+    # --- lifecycle --------------------------------------------------------------------
+
+    def readiness(self) -> tuple[bool, str]:
+        """(ready, why), for ``/readyz``: ready while consuming over live connections."""
+        if self._state != "consuming":
+            return False, self._state
+        down = [c for c in self._connections if not c.connected.is_set()]
+        if down:
+            return False, "reconnecting to the broker"
+        return True, "consuming plans"
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Serve until ``stop`` is set; raises ``OptimiserError`` subclasses on fatal errors."""
+        health = HealthServer(self._registry, self.readiness)
+        if self.settings.metrics_port >= 0:
+            self.metrics_port = await health.start(
+                self.settings.metrics_host, self.settings.metrics_port
+            )
+            log.info("metrics and health on %s:%d", self.settings.metrics_host, self.metrics_port)
+        try:
+            await self._serve(stop)
+        finally:
+            self.metrics.ready.set(0)
+            for connection in reversed(self._connections):
+                await connection.close()
+            await health.close()
+
+    async def _serve(self, stop: asyncio.Event) -> None:
+        settings = self.settings
+        self._state = "connecting to the broker"
+        log.info("connecting to %s, namespace %r", settings.safe_url, settings.namespace)
+        # Publishers and consumers on separate connections: publish flow control (a blocked
+        # connection) must not stall the acks of plans already enacted.
+        consume_connection = await connect(settings, "consume")
+        self._connections.append(consume_connection)
+        publish_connection = await connect(settings, "publish")
+        self._connections.append(publish_connection)
+
+        consume_channel = await consume_connection.channel()
+        await consume_channel.set_qos(prefetch_count=settings.prefetch)
+        topology = await declare(consume_channel, self.names)
+        publish_channel = await publish_connection.channel(
+            publisher_confirms=True, on_return_raises=False
+        )
+        results = await publish_channel.get_exchange(self.names.results_exchange)
+        publisher = Publisher(publish_channel, timeout_s=settings.publish_timeout_s)
+        optimiser = AsyncSelfOptimiser(
+            subsystems=self._subsystems,
+            review=AmqpReviewSink(publisher, self.names.review_queue),
+            config=settings.optimiser,
+            clock=self.clock,
+            metrics=self.optimiser_metrics,
+        )
+        handler = _PlanHandler(self, optimiser, publisher, results)
+
+        consumer_tag = await topology.plans.consume(self._track(handler.handle))
+        self._state = "consuming"
+        self.metrics.ready.set(1)
+        log.info("consuming %s (prefetch %d)", self.names.plans_queue, settings.prefetch)
+        await stop.wait()
+
+        self._state = "stopping"
+        self._stopping = True
+        self.metrics.ready.set(0)
+        log.info("stopping: no new plans; finishing %d in hand", len(self._handlers))
+        try:
+            await topology.plans.cancel(consumer_tag, timeout=settings.connect_timeout_s)
+        except (aio_pika.exceptions.AMQPError, RuntimeError, TimeoutError) as exc:
+            log.warning("could not cancel the consumer cleanly: %s", exc)
+        await self._drain(settings.shutdown_grace_s)
+        await _close_channel(consume_channel)  # requeues whatever was prefetched and not acked
+        await _close_channel(publish_channel)
+        self._state = "stopped"
+        log.info("stopped")
+
+    def _track(self, handle: _Handle) -> _Handle:
+        """Wrap ``handle`` so that shutdown can wait for every delivery being handled."""
+
+        async def tracked(message: AbstractIncomingMessage) -> None:
+            task = asyncio.current_task()
+            assert task is not None
+            self._handlers.add(task)
+            try:
+                await handle(message)
+            finally:
+                self._handlers.discard(task)
+
+        return tracked
+
+    async def _drain(self, grace_s: float) -> None:
+        if not self._handlers:
+            return
+        _, late = await asyncio.wait(set(self._handlers), timeout=grace_s)
+        if late:
+            log.warning(
+                "%d plan(s) still in hand after %gs; they return to the queue", len(late), grace_s
+            )
+            for task in late:
+                task.cancel()
+            await asyncio.wait(late)
+
+    @property
+    def stopping(self) -> bool:
+        return self._stopping
+
+
+class _PlanHandler:
+    """Decides the fate of each delivered plan (see the module docstring)."""
+
+    def __init__(
+        self,
+        worker: Worker,
+        optimiser: AsyncSelfOptimiser,
+        publisher: Publisher,
+        results: AbstractExchange,
+    ) -> None:
+        self._worker = worker
+        self._optimiser = optimiser
+        self._publisher = publisher
+        self._results = results
+        self._names = worker.names
+        self._settings = worker.settings
+        self._metrics = worker.metrics
+        self._optimiser_metrics = worker.optimiser_metrics
+        self._clock = worker.clock
+
+    async def handle(self, message: AbstractIncomingMessage) -> None:
+        started = time.perf_counter()
+        try:
+            plan = self._read(message)
+        except _Unreadable as unreadable:
+            await self._park(message, unreadable.kind, unreadable.reason)
+            return
+        async with self._worker.turn:
+            if self._worker.stopping:
+                await _settle(message, requeue=True)
+                self._metrics.plans_consumed.labels("requeued").inc()
+                return
+            records = await self._optimiser.enact(plan.actions, plan_id=plan.plan_id)
+        records += self._beyond_cap(plan, len(records))
+        try:
+            unroutable = await self._publish_records(records)
+        except PublishFailed as exc:
+            self._metrics.publish_failures.labels("results").inc()
+            self._metrics.plans_consumed.labels("requeued").inc()
+            log.error("plan %s: records not confirmed, returning it to the queue: %s",
+                      plan.plan_id, exc)  # fmt: skip
+            await _settle(message, requeue=True)
+            return
+        acked = await _settle(message, requeue=None)
+        elapsed = time.perf_counter() - started
+        self._metrics.plans_consumed.labels("acked" if acked else "requeued").inc()
+        self._metrics.plan_duration.observe(elapsed)
+        counts = Counter(r.status.value for r in records)
+        log.info(
+            "plan %s: %d actions in %.1f ms: %s%s%s",
+            plan.plan_id, len(plan.actions), elapsed * 1000,
+            ", ".join(f"{s.value} {counts[s.value]}" for s in EnactmentStatus if counts[s.value]),
+            f"; {unroutable} record(s) unroutable" if unroutable else "",
+            "" if acked else "; ack lost with the channel, the broker will redeliver it",
+        )  # fmt: skip
+
+    def _read(self, message: AbstractIncomingMessage) -> Plan:
+        limit = self._settings.max_plan_bytes
+        if len(message.body) > limit:
+            raise _Unreadable("too_large", f"body of {len(message.body)} bytes exceeds {limit}")
+        content_type = (message.content_type or JSON).split(";")[0].strip().lower()
+        if content_type not in PLAN_CONTENT_TYPES:
+            expected = ", ".join(sorted(PLAN_CONTENT_TYPES))
+            raise _Unreadable(
+                "content_type", f"content type {content_type!r} is not one of {expected}"
+            )
+        encoding = (message.content_encoding or "").strip().lower()
+        if encoding not in _ACCEPTED_ENCODINGS:
+            raise _Unreadable("content_encoding", f"content encoding {encoding!r} is not read")
+        try:
+            return decode_plan(message.body, content_type)
+        except msgspec.DecodeError as exc:
+            kind = "invalid" if isinstance(exc, msgspec.ValidationError) else "malformed"
+            raise _Unreadable(kind, str(exc)) from None
+
+    def _beyond_cap(self, plan: Plan, looked_at: int) -> list[EnactmentRecord]:
+        """SKIPPED records for the actions ``enact()`` did not look at, so each leaves a trace."""
+        cap = self._settings.optimiser.max_enactments_per_cycle
+        now = self._clock.now()
+        skipped = [
+            EnactmentRecord(
+                plan_id=plan.plan_id,
+                action=action,
+                status=EnactmentStatus.SKIPPED,
+                detail=f"not enacted: max_enactments_per_cycle is {cap}",
+                attempted_at=now,
+            )
+            for action in plan.actions[looked_at:]
+        ]
+        for record in skipped:
+            self._optimiser_metrics.observe(record, dispatched=False)
+        return skipped
+
+    async def _publish_records(self, records: list[EnactmentRecord]) -> int:
+        """Publish every record, confirms in flight together; return how many were unroutable."""
+        outcomes = await asyncio.gather(
+            *(
+                self._publisher.publish(self._results, routing_key(record), _record_message(record))
+                for record in records
+            ),
+            return_exceptions=True,
+        )
+        for outcome in outcomes:
+            if isinstance(outcome, BaseException):
+                raise outcome
+        unroutable = [r for r, routed in zip(records, outcomes, strict=True) if routed is False]
+        if unroutable:
+            self._metrics.records_unroutable.inc(len(unroutable))
+            log.error(
+                "%d record(s) of plan %s reached no queue (first routing key %r): nobody is "
+                "bound to %s to receive them",
+                len(unroutable), unroutable[0].plan_id, routing_key(unroutable[0]),
+                self._names.results_exchange,
+            )  # fmt: skip
+        return len(unroutable)
+
+    async def _park(self, message: AbstractIncomingMessage, kind: str, reason: str) -> None:
+        """Move an unreadable plan to ``N.plans.invalid``, body intact, reason in ``x-error``."""
+        headers = dict(message.headers or {})
+        headers.update(
+            {
+                "x-error": reason[:MAX_ERROR_HEADER],
+                "x-error-kind": kind,
+                "x-original-exchange": message.exchange or "",
+                "x-original-routing-key": message.routing_key or "",
+                "x-original-message-id": message.message_id or "",
+                "x-parked-at": datetime.now(UTC).isoformat(),
+            }
+        )
+        parked = aio_pika.Message(
+            message.body,
+            headers=headers,
+            content_type=message.content_type,
+            content_encoding=message.content_encoding,
+            delivery_mode=PERSISTENT,
+            # A fresh id: returns are matched by message_id, and the planner's may repeat.
+            message_id=f"parked-{message.delivery_tag}-{time.monotonic_ns()}",
+            timestamp=message.timestamp,
+        )
+        try:
+            routed = await self._publisher.publish(
+                self._publisher.default_exchange, self._names.invalid_queue, parked
+            )
+            if not routed:
+                raise PublishFailed(f"queue {self._names.invalid_queue!r} does not exist")
+        except PublishFailed as exc:
+            self._metrics.publish_failures.labels("invalid").inc()
+            self._metrics.plans_consumed.labels("requeued").inc()
+            log.error("unreadable plan could not be parked, returning it to the queue: %s", exc)
+            await _settle(message, requeue=True)
+            return
+        await _settle(message, requeue=None)
+        self._metrics.plans_parked.labels(kind).inc()
+        self._metrics.plans_consumed.labels("parked").inc()
+        log.warning("plan parked in %s (%s): %s", self._names.invalid_queue, kind, reason[:300])
+
+
+class _Unreadable(Exception):
+    def __init__(self, kind: str, reason: str) -> None:
+        super().__init__(reason)
+        self.kind = kind
+        self.reason = reason
+
+
+def _record_message(record: EnactmentRecord) -> aio_pika.Message:
+    return aio_pika.Message(
+        encode(record),
+        content_type=JSON,
+        delivery_mode=PERSISTENT,
+        message_id=record.action.action_id,
+        type="enactment_record",
+        headers={"plan_id": record.plan_id},
+    )
+
+
+async def _settle(message: AbstractIncomingMessage, *, requeue: bool | None) -> bool:
+    """Ack (``requeue=None``) or nack; False if the channel is gone (the broker redelivers)."""
+    try:
+        if requeue is None:
+            await message.ack()
+        else:
+            await message.nack(requeue=requeue)
+    except (aio_pika.exceptions.AMQPError, RuntimeError) as exc:
+        log.warning("could not settle delivery %s: %s", message.delivery_tag, exc)
+        return False
+    return True
+
+
+async def _close_channel(channel: AbstractChannel) -> None:
+    try:
+        await channel.close()
+    except (aio_pika.exceptions.AMQPError, RuntimeError) as exc:
+        log.debug("channel close: %s", exc)
