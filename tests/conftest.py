@@ -2,19 +2,26 @@
 
 from __future__ import annotations
 
+import asyncio
 import enum
 import itertools
 import os
-from collections.abc import Callable
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from dataclasses import dataclass
 from types import SimpleNamespace
 from typing import Any
 from unittest.mock import AsyncMock, Mock
 
 import pytest
 from hypothesis import settings
+from prometheus_client import CollectorRegistry
 
 from schemas import ActionKind, ImprovementAction
-from worker import DetectorConfig, ManualClock
+from tests.broker import Broker, discover_broker
+from worker import DetectorConfig, ManualClock, OptimiserConfig, Subsystems
+from worker.config import WorkerSettings
+from worker.service import Worker
 
 settings.register_profile("ci", max_examples=300, deadline=None)
 settings.register_profile("dev", max_examples=100, deadline=None)
@@ -84,3 +91,97 @@ def cycle() -> Mock:
 @pytest.fixture
 def orchestrator() -> Mock:
     return seed_orchestrator()
+
+
+# --- a real RabbitMQ ----------------------------------------------------------------------
+
+
+def broker_url_or_skip(environ: Mapping[str, str]) -> str:
+    """The broker to test against; fail in CI when there is none, skip elsewhere."""
+    url, why = discover_broker(environ)
+    if url is None:
+        if environ.get("CI"):
+            pytest.fail(f"CI needs a RabbitMQ broker: {why}", pytrace=False)
+        pytest.skip(why)
+    return url
+
+
+@pytest.fixture(scope="session")
+def amqp_url() -> str:
+    return broker_url_or_skip(os.environ)
+
+
+@pytest.fixture
+async def broker(amqp_url: str) -> AsyncIterator[Broker]:
+    """A connection for the test and a fresh namespace, deleted afterwards."""
+    opened = await Broker.open(amqp_url, f"t{uuid.uuid4().hex[:12]}")
+    try:
+        yield opened
+    finally:
+        await opened.close()
+
+
+@dataclass
+class RunningWorker:
+    worker: Worker
+    stop: asyncio.Event
+    task: asyncio.Task[None]
+    registry: CollectorRegistry
+
+    def metric(self, name: str, **labels: str) -> float:
+        return self.registry.get_sample_value(name, labels) or 0.0
+
+    async def shutdown(self, timeout: float = 60.0) -> None:
+        self.stop.set()
+        async with asyncio.timeout(timeout):
+            await self.task
+
+
+async def wait_for(condition: Callable[[], object], *, timeout: float = 20.0, what: str) -> None:
+    """Poll ``condition`` until it is true; fail the test after ``timeout`` seconds."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not condition():
+        if loop.time() > deadline:
+            pytest.fail(f"timed out after {timeout}s waiting for {what}")
+        await asyncio.sleep(0.05)
+
+
+WorkerStarter = Callable[..., Awaitable[RunningWorker]]
+
+
+@pytest.fixture
+async def start_worker(amqp_url: str, broker: Broker) -> AsyncIterator[WorkerStarter]:
+    """Start in-process workers on the test's namespace; they are stopped after the test."""
+    started: list[RunningWorker] = []
+
+    async def start(
+        *,
+        subsystems: Subsystems | None = None,
+        optimiser: OptimiserConfig | None = None,
+        **settings: Any,
+    ) -> RunningWorker:
+        settings.setdefault("metrics_host", "127.0.0.1")
+        settings.setdefault("metrics_port", 0)
+        settings.setdefault("connect_retry_s", 5.0)
+        settings.setdefault("amqp_url", amqp_url)
+        worker_settings = WorkerSettings(
+            namespace=broker.names.namespace,
+            optimiser=optimiser or OptimiserConfig(),
+            **settings,
+        )
+        registry = CollectorRegistry()
+        worker = Worker(worker_settings, registry=registry, subsystems=subsystems)
+        stop = asyncio.Event()
+        task = asyncio.create_task(worker.run(stop))
+        running = RunningWorker(worker, stop, task, registry)
+        started.append(running)
+        await wait_for(lambda: worker.readiness()[0] or task.done(), what="the worker to consume")
+        if task.done():
+            task.result()  # raises what stopped it
+        return running
+
+    yield start
+    for running in started:
+        if not running.task.done():
+            await running.shutdown()

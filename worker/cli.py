@@ -15,10 +15,12 @@ from pathlib import Path
 
 from prometheus_client import CollectorRegistry
 
+from schemas import ActionKind, EnactmentStatus
 from schemas.jsonschema import MESSAGES, render
 from worker.config import WorkerSettings, load_settings, settings_help
 from worker.demo import run_demo
 from worker.errors import ConfigError, OptimiserError
+from worker.operator import PlanRejected, publish_plan, read_plan, tail_records
 from worker.service import Worker
 
 log = logging.getLogger(__name__)
@@ -49,6 +51,15 @@ def _add_log_level(parser: argparse.ArgumentParser, *, default: str) -> None:
         default=default,
         choices=["DEBUG", "INFO", "WARNING", "ERROR"],
         help="how much to log on stderr (default: %(default)s)",
+    )
+
+
+def _add_config(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--config",
+        type=Path,
+        metavar="FILE",
+        help="TOML file of settings (name = value); OPTIMISER_* variables override it",
     )
 
 
@@ -100,12 +111,45 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     _add_log_level(run, default="INFO")
-    run.add_argument(
-        "--config",
-        type=Path,
-        metavar="FILE",
-        help="TOML file of settings (name = value); OPTIMISER_* variables override it",
+    _add_config(run)
+
+    publish = commands.add_parser(
+        "publish",
+        help="validate a plan, publish it, and print its records as they land",
+        description=textwrap.fill(
+            "Validate PLAN (a JSON file, or - for standard input) with the same schemas the "
+            "worker uses, publish it to exchange N.plans, and print one line per record until "
+            "every action has one. Exit 0 when all came, 1 when they did not in time, 2 when "
+            "the plan is not valid. Broker and namespace come from the run settings."
+        ),
     )
+    publish.add_argument("plan", metavar="PLAN", help="plan file (JSON), or - for stdin")
+    publish.add_argument(
+        "--no-wait", action="store_true", help="publish and exit without waiting for records"
+    )
+    publish.add_argument(
+        "--timeout", type=_positive_seconds, default=30.0, metavar="S",
+        help="how long to wait for the records (default: 30)",
+    )  # fmt: skip
+    _add_log_level(publish, default="WARNING")
+    _add_config(publish)
+
+    tail = commands.add_parser(
+        "tail",
+        help="follow the records on N.results",
+        description=textwrap.fill(
+            "Follow exchange N.results through a temporary queue bound to the records that "
+            "match, one readable line each (or --json lines). Ctrl-C ends it."
+        ),
+    )
+    tail.add_argument("--kind", choices=[k.value for k in ActionKind], help="only this kind")
+    tail.add_argument(
+        "--status", choices=[s.value for s in EnactmentStatus], help="only this status"
+    )
+    tail.add_argument("--module", help="only this module (exact name)")
+    tail.add_argument("--json", action="store_true", help="one JSON record per line")
+    _add_log_level(tail, default="WARNING")
+    _add_config(tail)
 
     schema = commands.add_parser(
         "schema",
@@ -119,19 +163,45 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _run(config_file: Path | None) -> int:
+def _settings(config_file: Path | None) -> WorkerSettings:
     try:
-        settings = load_settings(os.environ, config_file)
+        return load_settings(os.environ, config_file)
     except ConfigError as exc:
-        sys.stderr.write(f"self-optimiser: error: {exc}\n")
-        return 2
+        raise _Exit(2, str(exc)) from None
+
+
+class _Exit(Exception):
+    def __init__(self, code: int, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def _run(config_file: Path | None) -> int:
+    settings = _settings(config_file)
     log.info("settings: %r", settings)
+    with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+        runner.run(_serve(settings))
+    return 0
+
+
+def _publish(args: argparse.Namespace) -> int:
+    settings = _settings(args.config)
     try:
-        with asyncio.Runner(loop_factory=_loop_factory()) as runner:
-            runner.run(_serve(settings))
-    except OptimiserError as exc:
-        log.error("%s", exc)
-        return 1
+        plan, body = read_plan(args.plan)
+    except PlanRejected as exc:
+        raise _Exit(2, str(exc)) from None
+    wait = None if args.no_wait else args.timeout
+    all_came = asyncio.run(publish_plan(settings, plan, body, wait_s=wait))
+    return 0 if all_came else 1
+
+
+def _tail(args: argparse.Namespace) -> int:
+    settings = _settings(args.config)
+    asyncio.run(
+        tail_records(
+            settings, kind=args.kind, status=args.status, module=args.module, as_json=args.json
+        )
+    )
     return 0
 
 
@@ -174,11 +244,20 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         if args.command == "run":
             return _run(args.config)
+        if args.command == "publish":
+            return _publish(args)
+        if args.command == "tail":
+            return _tail(args)
         if args.command == "demo":
             asyncio.run(run_demo(duration_s=args.duration, dry_run=args.dry_run, seed=args.seed))
             return 0
+    except _Exit as exc:
+        sys.stderr.write(f"self-optimiser: error: {exc}\n")
+        return exc.code
+    except OptimiserError as exc:
+        sys.stderr.write(f"self-optimiser: error: {exc}\n")
+        return 1
     except KeyboardInterrupt:
-        log.info("interrupted")
         return 130
     except BrokenPipeError:
         # The reader went away (`| head`): stop quietly, as other command-line tools do.

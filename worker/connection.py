@@ -68,7 +68,7 @@ async def connect(settings: WorkerSettings, role: str) -> AbstractRobustConnecti
 
     retrying = AsyncRetrying(
         stop=stop_after_delay(settings.connect_retry_s),
-        wait=wait_exponential_jitter(initial=0.5, max=10.0),
+        wait=wait_exponential_jitter(multiplier=0.5, max=10.0),
         retry=retry_if_exception(lambda exc: _refusal(exc, settings) is None),
         before_sleep=log_attempt,
         reraise=True,

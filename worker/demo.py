@@ -15,10 +15,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Final
 
-from schemas import ActionKind, EnactmentRecord, EnactmentStatus, ImprovementAction, Plan
+from schemas import ActionKind, EnactmentStatus, ImprovementAction, Plan
 from worker.clock import SystemClock
 from worker.guardrails import OptimiserConfig
 from worker.inprocess import DetectorConfig, OrchestratorRequest
+from worker.operator import format_record
 from worker.optimiser import AsyncSelfOptimiser
 
 MODULES: Final = ("cognition.detector", "planning.search", "perception.ingest", "memory.index")
@@ -129,16 +130,6 @@ class DemoReport:
     review_items: int = 0
     final_threshold_ms: float = 0.0
     final_budgets: dict[str, float] = field(default_factory=dict)
-
-
-def format_record(record: EnactmentRecord) -> str:
-    """One aligned line for a record."""
-    action = record.action
-    when = record.attempted_at.strftime("%H:%M:%S")
-    return (
-        f"{when}  {record.status.value:<12} {action.action_kind.value:<16} "
-        f"{action.module_name:<20} {record.detail}"
-    )
 
 
 async def run_demo(

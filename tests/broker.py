@@ -1,0 +1,176 @@
+"""Finding a real RabbitMQ for the integration tests, and talking to it from a test.
+
+Discovery order (DESIGN.md): ``OPTIMISER_TEST_AMQP_URL`` if set; else the local broker at
+``amqp://guest:guest@127.0.0.1:5672/`` if it answers; else a testcontainers RabbitMQ when
+Docker is there. In CI a missing broker fails the run; elsewhere the integration tests skip.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import subprocess
+from collections.abc import Callable, Mapping
+from contextlib import suppress
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+import aio_pika
+from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractRobustConnection
+
+from schemas import EnactmentRecord, decode_record
+from worker.topology import Names
+
+LOCAL_URL = "amqp://guest:guest@127.0.0.1:5672/"
+
+
+def reachable(url: str, timeout: float = 1.0) -> bool:
+    """Whether something accepts TCP connections at the URL's host and port."""
+    parts = urlsplit(url)
+    port = parts.port or (5671 if parts.scheme == "amqps" else 5672)
+    try:
+        socket.create_connection((parts.hostname or "127.0.0.1", port), timeout=timeout).close()
+    except OSError:
+        return False
+    return True
+
+
+def start_container() -> str | None:
+    """A testcontainers RabbitMQ's URL, or None when there is no Docker engine."""
+    try:
+        from testcontainers.rabbitmq import RabbitMqContainer  # noqa: PLC0415 - only with Docker
+    except ImportError:
+        return None
+    try:
+        container = RabbitMqContainer("rabbitmq:3.13-management").start()
+    except Exception:  # docker.errors.DockerException and friends: no engine here
+        return None
+    host = container.get_container_host_ip()
+    port = container.get_exposed_port(container.port)
+    return f"amqp://{container.username}:{container.password}@{host}:{port}/"
+
+
+def discover_broker(
+    environ: Mapping[str, str],
+    *,
+    is_reachable: Callable[[str], bool] = reachable,
+    container: Callable[[], str | None] = start_container,
+) -> tuple[str | None, str]:
+    """(url or None, where it came from / why there is none), in DESIGN.md's order."""
+    explicit = environ.get("OPTIMISER_TEST_AMQP_URL")
+    if explicit:
+        return explicit, "OPTIMISER_TEST_AMQP_URL"
+    if is_reachable(LOCAL_URL):
+        return LOCAL_URL, "local broker"
+    url = container()
+    if url is not None:
+        return url, "testcontainers"
+    return None, (
+        "no RabbitMQ: OPTIMISER_TEST_AMQP_URL is not set, nothing answers on 127.0.0.1:5672 "
+        "and Docker is not available for testcontainers"
+    )
+
+
+def rabbitmqctl(*args: str) -> str:
+    """Run rabbitmqctl against the local broker (fault injection); return its output."""
+    done = subprocess.run(
+        ["rabbitmqctl", "--quiet", *args], capture_output=True, text=True, timeout=60, check=True
+    )
+    return done.stdout
+
+
+def worker_connection_pids(namespace: str) -> list[str]:
+    """Pids of the worker's connections in ``namespace``, by the name it gives them."""
+    out = rabbitmqctl("list_connections", "pid", "client_properties", "--no-table-headers")
+    wanted = f'{{"connection_name","self-optimiser {namespace} '
+    return [line.split("\t", 1)[0] for line in out.splitlines() if wanted in line]
+
+
+@dataclass
+class Broker:
+    """A test's own connection to the broker, scoped to one namespace."""
+
+    url: str
+    names: Names
+    connection: AbstractRobustConnection
+    channel: AbstractChannel
+    extra_queues: list[str] = field(default_factory=list)
+
+    @classmethod
+    async def open(cls, url: str, namespace: str) -> Broker:
+        connection = await aio_pika.connect_robust(url)
+        channel = await connection.channel()
+        return cls(url, Names(namespace), connection, channel)
+
+    async def declare_topology(self) -> None:
+        """Declare what the worker declares, so the test can publish before it starts."""
+        from worker.topology import declare  # noqa: PLC0415
+
+        await declare(self.channel, self.names)
+
+    async def publish_plan(self, body: bytes | str | dict[str, Any], **properties: Any) -> None:
+        if isinstance(body, dict):
+            body = json.dumps(body)
+        if isinstance(body, str):
+            body = body.encode()
+        properties.setdefault("content_type", "application/json")
+        properties.setdefault("delivery_mode", aio_pika.DeliveryMode.PERSISTENT)
+        exchange = await self.channel.get_exchange(self.names.plans_exchange)
+        await exchange.publish(aio_pika.Message(body, **properties), routing_key="")
+
+    async def results_queue(self, pattern: str = "#") -> aio_pika.abc.AbstractQueue:
+        """A queue bound to ``N.results`` with ``pattern``, deleted at clean-up."""
+        await self.declare_topology()
+        queue = await self.channel.declare_queue(f"{self.names.namespace}.test-results.{pattern}")
+        await queue.bind(self.names.results_exchange, pattern)
+        self.extra_queues.append(queue.name)
+        return queue
+
+    async def depth(self, queue_name: str) -> int:
+        """Messages ready in ``queue_name`` (passive declare)."""
+        queue = await self.channel.declare_queue(queue_name, passive=True)
+        count = queue.declaration_result.message_count
+        return int(count or 0)
+
+    async def drain(
+        self, queue_name: str, *, expect: int, timeout: float = 20.0
+    ) -> list[AbstractIncomingMessage]:
+        """Take (and ack) messages from ``queue_name`` until ``expect`` came, or time runs out."""
+        queue = await self.channel.declare_queue(queue_name, passive=True)
+        got: list[AbstractIncomingMessage] = []
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while len(got) < expect and loop.time() < deadline:
+            message = await queue.get(fail=False, no_ack=True)
+            if message is None:
+                await asyncio.sleep(0.05)
+                continue
+            got.append(message)
+        return got
+
+    async def records(
+        self, queue_name: str, *, expect: int, timeout: float = 20.0
+    ) -> list[EnactmentRecord]:
+        return [
+            decode_record(m.body)
+            for m in await self.drain(queue_name, expect=expect, timeout=timeout)
+        ]
+
+    async def close(self) -> None:
+        """Delete every queue and exchange of the namespace, then disconnect."""
+        names = self.names
+        channel = await self.connection.channel()
+        for queue in [
+            names.plans_queue,
+            names.review_queue,
+            names.invalid_queue,
+            *self.extra_queues,
+        ]:
+            with suppress(Exception):
+                await channel.queue_delete(queue)
+        for exchange in (names.plans_exchange, names.results_exchange):
+            with suppress(Exception):
+                await channel.exchange_delete(exchange)
+        await self.connection.close()

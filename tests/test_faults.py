@@ -1,0 +1,178 @@
+"""Faults on a real broker: withheld confirms, SIGTERM, connections closed by the broker.
+
+These use ``rabbitmqctl`` on the local broker, so they skip when it is not the one under test.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import signal
+import sys
+from collections import defaultdict
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.broker import Broker, rabbitmqctl, worker_connection_pids
+from tests.conftest import WorkerStarter, wait_for
+from tests.test_worker import no_op_plan
+from worker import OptimiserConfig
+
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.skipif(shutil.which("rabbitmqctl") is None, reason="needs rabbitmqctl"),
+]
+
+ROOT = Path(__file__).parent.parent
+
+
+class MemoryAlarm:
+    """A broker-wide memory alarm: RabbitMQ stops reading from every publishing connection."""
+
+    def __init__(self) -> None:
+        raw = rabbitmqctl("eval", "vm_memory_monitor:get_vm_memory_high_watermark().").strip()
+        self.normal = raw if raw.replace(".", "", 1).isdigit() and float(raw) > 0 else "0.4"
+
+    def raise_(self) -> None:
+        rabbitmqctl("set_vm_memory_high_watermark", "0")
+
+    def clear(self) -> None:
+        rabbitmqctl("set_vm_memory_high_watermark", self.normal)
+
+
+@pytest.fixture
+def memory_alarm() -> Iterator[MemoryAlarm]:
+    # A plain (not async) fixture: its clean-up runs even when the test dies on a timeout,
+    # and a broker left in alarm would block every later test.
+    alarm = MemoryAlarm()
+    try:
+        yield alarm
+    finally:
+        alarm.clear()
+
+
+async def test_a_publish_whose_confirm_is_withheld_times_out_and_the_plan_is_not_acked(
+    broker: Broker, start_worker: WorkerStarter, memory_alarm: MemoryAlarm
+) -> None:
+    results = await broker.results_queue()
+    await broker.publish_plan(no_op_plan("withheld"))  # before the alarm: it blocks us too
+    await asyncio.to_thread(memory_alarm.raise_)
+
+    # The worker can still receive and enact; its record publishes get no confirm.
+    running = await start_worker(publish_timeout_s=1.0)
+    await wait_for(
+        lambda: running.metric("asi_optimiser_publish_failures_total", target="results") >= 2,
+        timeout=30,
+        what="record publishes to time out while the broker withholds confirms",
+    )
+    assert running.metric("asi_optimiser_plans_consumed_total", outcome="acked") == 0
+    assert running.metric("asi_optimiser_plans_consumed_total", outcome="requeued") >= 2
+
+    await asyncio.to_thread(memory_alarm.clear)
+    await wait_for(
+        lambda: running.metric("asi_optimiser_plans_consumed_total", outcome="acked") == 1,
+        timeout=30,
+        what="the plan acked once the broker confirms again",
+    )
+    records = await broker.records(results.name, expect=2, timeout=10)
+    assert {r.plan_id for r in records} == {"withheld"}
+    await running.shutdown()
+    assert await broker.depth(broker.names.plans_queue) == 0
+
+
+async def test_the_worker_reconnects_after_the_broker_closes_its_connections(
+    broker: Broker, start_worker: WorkerStarter
+) -> None:
+    results = await broker.results_queue()
+    running = await start_worker(publish_timeout_s=2.0)
+    plans = [f"plan-{i}" for i in range(60)]
+
+    async def publish_slowly() -> None:
+        for plan_id in plans:
+            await broker.publish_plan(no_op_plan(plan_id))
+            await asyncio.sleep(0.02)
+
+    publishing = asyncio.create_task(publish_slowly())
+    await asyncio.sleep(0.4)
+    pids = await asyncio.to_thread(worker_connection_pids, broker.names.namespace)
+    assert len(pids) == 2, "expected the consume and publish connections"
+    for pid in pids:
+        await asyncio.to_thread(rabbitmqctl, "close_connection", pid, "fault test")
+
+    # aio-pika reconnects within milliseconds here, too fast to see readiness drop by polling;
+    # new connection pids show it. rabbitmqctl runs in a thread: the worker shares this loop.
+    async with asyncio.timeout(30):
+        while True:
+            now = await asyncio.to_thread(worker_connection_pids, broker.names.namespace)
+            if len(now) == 2 and not set(now) & set(pids):
+                break
+            await asyncio.sleep(0.2)
+    await wait_for(lambda: running.worker.readiness()[0], timeout=30, what="readiness")
+    await publishing
+
+    records = await broker.records(results.name, expect=2 * len(plans), timeout=30)
+    seen = defaultdict(set)
+    for record in records:
+        seen[record.plan_id].add(record.action.action_id)
+    assert set(seen) == set(plans), "a plan was lost"
+    assert all(len(ids) == 2 for ids in seen.values())
+    await running.shutdown()
+    assert await broker.depth(broker.names.plans_queue) == 0
+
+
+async def test_sigterm_while_plans_are_queued_exits_zero_and_loses_no_plan(
+    broker: Broker, amqp_url: str
+) -> None:
+    await broker.declare_topology()
+    results = await broker.results_queue()
+    plans = [f"plan-{i}" for i in range(300)]
+    for plan_id in plans:
+        await broker.publish_plan(no_op_plan(plan_id, actions=20))
+    env = {
+        **os.environ,
+        "OPTIMISER_AMQP_URL": amqp_url,
+        "OPTIMISER_NAMESPACE": broker.names.namespace,
+        "OPTIMISER_METRICS_PORT": "-1",
+        "OPTIMISER_PREFETCH": "20",
+        "OPTIMISER_MAX_ENACTMENTS_PER_CYCLE": "20",
+    }
+    worker = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "worker.cli", "run", cwd=ROOT, env=env,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+    )  # fmt: skip
+    first = await broker.drain(results.name, expect=20 * 5, timeout=30)
+    worker.send_signal(signal.SIGTERM)
+    async with asyncio.timeout(60):
+        output, _ = await worker.communicate()
+    assert worker.returncode == 0, output.decode()
+    assert b"SIGTERM received" in output
+
+    rest = await broker.drain(results.name, expect=20 * len(plans), timeout=3)
+    recorded: dict[str, int] = defaultdict(int)
+    for message in first + rest:
+        recorded[str(message.headers["plan_id"])] += 1
+    left = await broker.drain(broker.names.plans_queue, expect=len(plans), timeout=3)
+    queued = {json.loads(msg.body)["plan_id"] for msg in left}
+    # Every plan is either fully recorded (and gone) or untouched (and still queued).
+    assert set(recorded) | queued == set(plans)
+    assert not set(recorded) & queued
+    assert all(count == 20 for count in recorded.values())
+    assert queued, "SIGTERM came too late to test anything: every plan was done"
+
+
+async def test_a_dry_run_worker_records_skipped_and_sends_nothing_for_review(
+    broker: Broker, start_worker: WorkerStarter
+) -> None:
+    running = await start_worker(optimiser=OptimiserConfig(dry_run=True))
+    results = await broker.results_queue()
+    plan = no_op_plan("dry")
+    plan["actions"][0]["action_kind"] = "FLAG_FOR_REVIEW"  # type: ignore[index]
+    await broker.publish_plan(plan)
+    records = await broker.records(results.name, expect=2)
+    assert {r.status.value for r in records} == {"SKIPPED"}
+    assert await broker.depth(broker.names.review_queue) == 0
+    await running.shutdown()
