@@ -13,6 +13,7 @@ from typing import Any, Final
 
 import msgspec
 
+from schemas.commands import SubsystemCommand, SubsystemReply
 from schemas.messages import EnactmentRecord, ImprovementAction, Message, Plan
 
 SCHEMA_DIR: Final = Path(__file__).with_name("json")
@@ -21,6 +22,8 @@ MESSAGES: Final[dict[str, type[Message]]] = {
     "plan": Plan,
     "action": ImprovementAction,
     "record": EnactmentRecord,
+    "command": SubsystemCommand,
+    "reply": SubsystemReply,
 }
 
 

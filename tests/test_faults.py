@@ -176,3 +176,31 @@ async def test_a_dry_run_worker_records_skipped_and_sends_nothing_for_review(
     assert {r.status.value for r in records} == {"SKIPPED"}
     assert await broker.depth(broker.names.review_queue) == 0
     await running.shutdown()
+
+
+async def test_a_deleted_plans_queue_is_declared_again_and_consumed(
+    broker: Broker, start_worker: WorkerStarter
+) -> None:
+    # RabbitMQ cancels the consumer of a deleted queue; aio-pika before 10 never recovered
+    # from that (aio-pika #334). The worker must come back to consuming on its own.
+    results = await broker.results_queue()
+    running = await start_worker()
+    await asyncio.to_thread(rabbitmqctl, "delete_queue", broker.names.plans_queue)
+
+    async with asyncio.timeout(30):
+        while True:
+            try:
+                queue = await broker.connection.channel()
+                declared = await queue.declare_queue(broker.names.plans_queue, passive=True)
+                consumers = declared.declaration_result.consumer_count
+                await queue.close()
+                if consumers:
+                    break
+            except Exception:  # not declared again yet: the passive declare closes the channel
+                pass
+            await asyncio.sleep(0.2)
+
+    await broker.publish_plan(no_op_plan("after-delete"))
+    records = await broker.records(results.name, expect=2)
+    assert {r.plan_id for r in records} == {"after-delete"}
+    assert running.worker.readiness()[0]

@@ -16,6 +16,7 @@ from typing import Any
 
 import msgspec
 
+from schemas.commands import BudgetChange, LoadChange, SwapChange, ThresholdChange
 from worker.errors import SubsystemUnavailable
 from worker.parameters import bounded, clamp_note
 from worker.ports import (
@@ -72,7 +73,9 @@ class CycleDetector:
         self._cycle._detector_config = _replace_p95(config, new)
         note = clamp_note(wanted, request.floor_ms, request.ceiling_ms, "ms")
         return SubsystemResult(
-            succeeded=True, detail=f"p95_threshold adjusted to {new:.1f}ms (was {old:.1f}ms){note}"
+            succeeded=True,
+            detail=f"p95_threshold adjusted to {new:.1f}ms (was {old:.1f}ms){note}",
+            change=ThresholdChange(old_ms=old, new_ms=new),
         )
 
 
@@ -91,7 +94,11 @@ class CycleBudget:
         new = bounded(wanted, request.floor_s, request.ceiling_s)
         budgets[request.module] = new
         note = clamp_note(wanted, request.floor_s, request.ceiling_s, "s")
-        return SubsystemResult(succeeded=True, detail=f"budget {old:.2f}→{new:.2f}{note}")
+        return SubsystemResult(
+            succeeded=True,
+            detail=f"budget {old:.2f}→{new:.2f}{note}",
+            change=BudgetChange(old_s=old, new_s=new),
+        )
 
 
 class CycleLoad:
@@ -107,7 +114,7 @@ class CycleLoad:
         outcome = shedder.shed(request.module)
         if inspect.isawaitable(outcome):
             await outcome
-        return SubsystemResult(succeeded=True, detail="load-shed signal sent")
+        return SubsystemResult(succeeded=True, detail="load-shed signal sent", change=LoadChange())
 
 
 class OrchestratorSwap:
@@ -133,7 +140,9 @@ class OrchestratorSwap:
         )
         outcome = str(getattr(result.outcome, "name", result.outcome))
         return SubsystemResult(
-            succeeded=outcome == "SUCCESS", detail=f"orchestrator: {outcome} — {result.detail}"
+            succeeded=outcome == "SUCCESS",
+            detail=f"orchestrator: {outcome} — {result.detail}",
+            change=SwapChange(outcome=outcome[:64], version=request.target_version),
         )
 
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from schemas import ImprovementAction
+from schemas.commands import Change
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,10 +65,11 @@ class ModuleSwap:
 
 @dataclass(frozen=True, slots=True)
 class SubsystemResult:
-    """A subsystem's answer: whether the change took, and a line saying what changed."""
+    """A subsystem's answer: whether the change took, a line saying so, and what changed."""
 
     succeeded: bool
     detail: str
+    change: Change | None = None
 
 
 class DetectorPort(Protocol):

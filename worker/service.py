@@ -43,6 +43,7 @@ from worker.metrics import OptimiserMetrics, WorkerMetrics
 from worker.optimiser import AsyncSelfOptimiser
 from worker.ports import Subsystems
 from worker.publisher import PERSISTENT, Publisher, PublishFailed
+from worker.remote import RemoteSubsystems
 from worker.review import AmqpReviewSink
 from worker.topology import Names, declare
 
@@ -69,7 +70,7 @@ class Worker:
         self.settings = settings
         self.names = Names(settings.namespace)
         self._registry = registry
-        self._subsystems = subsystems or Subsystems()
+        self._subsystems = subsystems  # None: the subsystem servers, over AMQP
         self.clock: Clock = clock or SystemClock()
         self.metrics = WorkerMetrics(registry)
         self.optimiser_metrics = OptimiserMetrics(registry)
@@ -126,8 +127,17 @@ class Worker:
         )
         results = await publish_channel.get_exchange(self.names.results_exchange)
         publisher = Publisher(publish_channel, timeout_s=settings.publish_timeout_s)
+        subsystems = self._subsystems
+        if subsystems is None:
+            remote = await RemoteSubsystems.open(
+                publish_connection,
+                self.names,
+                timeout_s=settings.optimiser.subsystem_timeout_s,
+                clock=self.clock,
+            )
+            subsystems = remote.subsystems()
         optimiser = AsyncSelfOptimiser(
-            subsystems=self._subsystems,
+            subsystems=subsystems,
             review=AmqpReviewSink(publisher, self.names.review_queue),
             config=settings.optimiser,
             clock=self.clock,

@@ -30,6 +30,15 @@ class Names:
         return f"{self.namespace}.results"
 
     @property
+    def commands_exchange(self) -> str:
+        """Topic exchange of subsystem commands, routing key ``<subsystem>.<verb>``."""
+        return f"{self.namespace}.commands"
+
+    def command_queue(self, subsystem: str) -> str:
+        """A subsystem server's queue; it exists only while the server runs."""
+        return f"{self.namespace}.commands.{subsystem}"
+
+    @property
     def review_queue(self) -> str:
         """Durable queue of FLAG_FOR_REVIEW actions, for operators."""
         return f"{self.namespace}.review"
@@ -58,6 +67,9 @@ async def declare(channel: AbstractChannel, names: Names) -> Topology:
     await plans.bind(plans_exchange, routing_key="")
     results = await channel.declare_exchange(
         names.results_exchange, aio_pika.ExchangeType.TOPIC, durable=True
+    )
+    await channel.declare_exchange(
+        names.commands_exchange, aio_pika.ExchangeType.TOPIC, durable=True
     )
     await channel.declare_queue(names.review_queue, durable=True)
     await channel.declare_queue(names.invalid_queue, durable=True)

@@ -1,0 +1,232 @@
+"""Subsystems over AMQP: the worker's commands, served by SubsystemServer, on a real broker."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+
+import aio_pika
+import msgspec
+import pytest
+
+from schemas import EnactmentStatus, encode, routing_key
+from schemas.commands import ReplyOutcome, ShedLoad, SubsystemCommand, SubsystemReply, TuneThreshold
+from tests.broker import Broker
+from tests.conftest import WorkerStarter
+from tests.test_worker import EXAMPLE_PLAN, no_op_plan
+from worker import OptimiserConfig, SubsystemResult, Subsystems, seed_subsystems
+from worker.demo import SimulatedCycle, SimulatedOrchestrator
+from worker.ports import LoadShed, ThresholdTuning
+from worker.subsystem_server import SubsystemServer
+
+pytestmark = pytest.mark.integration
+
+decode_reply = msgspec.json.Decoder(SubsystemReply).decode
+
+ServerStarter = Callable[[Subsystems], Awaitable[SubsystemServer]]
+
+
+@pytest.fixture
+async def serve(amqp_url: str, broker: Broker) -> AsyncIterator[ServerStarter]:
+    """Start SubsystemServers on the test's namespace; stopped after the test."""
+    running: list[tuple[asyncio.Event, asyncio.Task[None]]] = []
+
+    async def start(subsystems: Subsystems) -> SubsystemServer:
+        server = SubsystemServer(amqp_url, broker.names.namespace)
+        stop, ready = asyncio.Event(), asyncio.Event()
+        task = asyncio.create_task(server.serve(subsystems, stop=stop, ready=ready))
+        running.append((stop, task))
+        async with asyncio.timeout(20):
+            await ready.wait()
+        return server
+
+    yield start
+    for stop, task in running:
+        stop.set()
+        async with asyncio.timeout(20):
+            await task
+
+
+def plan_of(*kinds: str, plan_id: str = "p") -> dict[str, object]:
+    return {
+        "plan_id": plan_id,
+        "actions": [
+            {"action_id": f"{plan_id}-{i}", "module_name": f"m{i}", "action_kind": kind}
+            for i, kind in enumerate(kinds)
+        ],
+    }
+
+
+async def test_every_kind_acts_on_the_served_subsystems_as_the_records_say(
+    broker: Broker, start_worker: WorkerStarter, serve: ServerStarter
+) -> None:
+    cycle = SimulatedCycle()
+    orchestrator = SimulatedOrchestrator(random.Random(0), failure_rate=0.0)
+    server = await serve(seed_subsystems(cycle, orchestrator))
+    await start_worker()  # no subsystems given: it sends commands
+    results = await broker.results_queue()
+
+    await broker.publish_plan(EXAMPLE_PLAN)
+    records = {r.action.action_kind.value: r for r in await broker.records(results.name, expect=6)}
+
+    assert {k: r.status for k, r in records.items()} == {
+        "TUNE_THRESHOLD": EnactmentStatus.SUCCESS,
+        "INCREASE_BUDGET": EnactmentStatus.SUCCESS,
+        "REDUCE_LOAD": EnactmentStatus.SUCCESS,
+        "HOT_SWAP_MODULE": EnactmentStatus.SUCCESS,
+        "FLAG_FOR_REVIEW": EnactmentStatus.SUCCESS,
+        "NO_OP": EnactmentStatus.SKIPPED,
+    }
+    assert cycle._detector_config.latency_p95_threshold_ms == pytest.approx(240.0)
+    assert records["TUNE_THRESHOLD"].detail == "p95_threshold adjusted to 240.0ms (was 200.0ms)"
+    assert cycle._budget_map == {"planning.search": 1.5}
+    assert records["INCREASE_BUDGET"].detail == "budget 1.00→1.50"
+    assert cycle._load_shedder.signals == {"perception.ingest": 1}
+    assert orchestrator.versions == {"memory.index": "2.4.1"}
+    assert records["HOT_SWAP_MODULE"].detail == "orchestrator: SUCCESS — now at 2.4.1"
+    assert server.applied == 4
+
+
+async def test_a_kind_with_no_subsystem_listening_is_skipped_with_the_reason(
+    broker: Broker, start_worker: WorkerStarter, serve: ServerStarter
+) -> None:
+    await serve(Subsystems(load=seed_subsystems(SimulatedCycle()).load))
+    await start_worker()
+    results = await broker.results_queue()
+
+    await broker.publish_plan(plan_of("TUNE_THRESHOLD", "HOT_SWAP_MODULE", "REDUCE_LOAD"))
+    records = sorted(await broker.records(results.name, expect=3), key=lambda r: r.action.action_id)
+
+    assert [(r.status.value, r.detail) for r in records] == [
+        ("SKIPPED", "no detector listening"),
+        ("SKIPPED", "no orchestrator listening"),
+        ("SUCCESS", "load-shed signal sent"),
+    ]
+
+
+class Hung:
+    async def tune_threshold(self, request: ThresholdTuning) -> SubsystemResult:
+        await asyncio.Event().wait()
+        raise AssertionError("unreachable")
+
+
+class Broken:
+    async def shed_load(self, request: LoadShed) -> SubsystemResult:
+        raise RuntimeError("disk full")
+
+
+async def test_silence_fails_after_the_timeout_and_an_error_reply_fails_with_its_reason(
+    broker: Broker, start_worker: WorkerStarter, serve: ServerStarter
+) -> None:
+    await serve(Subsystems(detector=Hung(), load=Broken()))
+    await start_worker(optimiser=OptimiserConfig(subsystem_timeout_s=1.0))
+    results = await broker.results_queue()
+
+    await broker.publish_plan(plan_of("TUNE_THRESHOLD", "REDUCE_LOAD", "NO_OP"))
+    records = sorted(await broker.records(results.name, expect=3), key=lambda r: r.action.action_id)
+
+    assert [(r.status.value, r.detail) for r in records] == [
+        ("FAILED", "detector did not answer within 1s"),
+        ("FAILED", "load failed: RuntimeError: disk full"),
+        ("SKIPPED", "no-op"),
+    ]
+
+
+async def test_a_broken_reply_fails_the_action_with_the_reason(
+    broker: Broker, start_worker: WorkerStarter
+) -> None:
+    await broker.declare_topology()
+    impostor = await broker.channel.declare_queue(
+        broker.names.command_queue("detector"), auto_delete=True
+    )
+    await impostor.bind(broker.names.commands_exchange, "detector.*")
+
+    async def answer_nonsense(message: aio_pika.abc.AbstractIncomingMessage) -> None:
+        async with message.process():
+            await broker.channel.default_exchange.publish(
+                aio_pika.Message(b'{"outcome": "MAYBE"}', correlation_id=message.correlation_id),
+                routing_key=message.reply_to or "",
+            )
+
+    await impostor.consume(answer_nonsense)
+    await start_worker(optimiser=OptimiserConfig(subsystem_timeout_s=5.0))
+    results = await broker.results_queue()
+
+    await broker.publish_plan(plan_of("TUNE_THRESHOLD"))
+    [record] = await broker.records(results.name, expect=1)
+
+    assert record.status is EnactmentStatus.FAILED
+    assert record.detail.startswith("detector raised BrokenReply: broken reply: ")
+
+
+async def test_the_same_command_twice_is_applied_once_and_answered_alike(
+    broker: Broker, serve: ServerStarter
+) -> None:
+    cycle = SimulatedCycle()
+    server = await serve(seed_subsystems(cycle))
+    replies = await broker.channel.declare_queue(exclusive=True)
+    now = datetime.now(UTC)
+    command = SubsystemCommand(
+        action_id="once-only",
+        module="cognition.detector",
+        arguments=TuneThreshold(delta=0.5, floor_ms=50, ceiling_ms=10_000),
+        issued_at=now,
+        deadline=now + timedelta(seconds=30),
+    )
+    exchange = await broker.channel.get_exchange(broker.names.commands_exchange)
+    for attempt in range(2):
+        await exchange.publish(
+            aio_pika.Message(encode(command), reply_to=replies.name, correlation_id=f"c{attempt}"),
+            routing_key="detector.tune",
+        )
+
+    answers = await broker.drain(replies.name, expect=2)
+    decoded = [decode_reply(m.body) for m in answers]
+    assert decoded[0] == decoded[1]
+    assert decoded[0].outcome is ReplyOutcome.SUCCESS
+    assert cycle._detector_config.latency_p95_threshold_ms == pytest.approx(300.0)  # once
+    assert server.applied == 1
+
+
+async def test_a_command_past_its_deadline_is_rejected_not_applied(
+    broker: Broker, serve: ServerStarter
+) -> None:
+    cycle = SimulatedCycle()
+    server = await serve(seed_subsystems(cycle))
+    replies = await broker.channel.declare_queue(exclusive=True)
+    past = datetime.now(UTC) - timedelta(seconds=5)
+    command = SubsystemCommand(
+        action_id="too-late", module="m", arguments=ShedLoad(), issued_at=past, deadline=past
+    )
+    exchange = await broker.channel.get_exchange(broker.names.commands_exchange)
+    await exchange.publish(
+        aio_pika.Message(encode(command), reply_to=replies.name), routing_key="load.shed"
+    )
+    [answer] = await broker.drain(replies.name, expect=1)
+    reply = decode_reply(answer.body)
+    assert reply.outcome is ReplyOutcome.REJECTED
+    assert reply.detail.startswith("expired")
+    assert server.applied == 0
+    assert cycle._load_shedder.signals == {}
+
+
+async def test_dry_run_never_publishes_a_command(
+    broker: Broker, start_worker: WorkerStarter, serve: ServerStarter
+) -> None:
+    server = await serve(seed_subsystems(SimulatedCycle(), SimulatedOrchestrator(random.Random(0))))
+    witness = await broker.channel.declare_queue(f"{broker.names.namespace}.witness")
+    broker.extra_queues.append(witness.name)
+    await witness.bind(broker.names.commands_exchange, "#")
+    await start_worker(optimiser=OptimiserConfig(dry_run=True))
+    results = await broker.results_queue()
+
+    await broker.publish_plan(EXAMPLE_PLAN)
+    await broker.publish_plan(no_op_plan("dry-2"))
+    records = await broker.records(results.name, expect=8)
+
+    assert {r.status for r in records} == {EnactmentStatus.SKIPPED}
+    assert await broker.depth(witness.name) == 0
+    assert server.applied == 0
+    assert {routing_key(r).split(".")[1] for r in records} == {"SKIPPED"}
