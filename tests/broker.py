@@ -129,10 +129,17 @@ class Broker:
         return queue
 
     async def depth(self, queue_name: str) -> int:
-        """Messages ready in ``queue_name`` (passive declare)."""
-        queue = await self.channel.declare_queue(queue_name, passive=True)
-        count = queue.declaration_result.message_count
-        return int(count or 0)
+        """Messages ready in ``queue_name``, by a passive declare on a channel of its own.
+
+        A robust channel that declared the queue before answers a passive declare from its
+        cache (aio-pika 10.2): the count would be the one from that first declare.
+        """
+        channel = await self.connection.channel()
+        try:
+            queue = await channel.declare_queue(queue_name, passive=True)
+            return int(queue.declaration_result.message_count or 0)
+        finally:
+            await channel.close()
 
     async def drain(
         self, queue_name: str, *, expect: int, timeout: float = 20.0

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -41,9 +43,9 @@ async def test_the_dry_run_demo_changes_nothing() -> None:
     assert report.final_budgets == {}
 
 
-def test_the_demo_command_exits_zero() -> None:
+def test_the_in_process_demo_command_exits_zero() -> None:
     done = subprocess.run(
-        [sys.executable, "-m", "worker.cli", "demo", "--duration", "0.5", "--seed", "1"],
+        [sys.executable, "-m", "worker.cli", "demo", "--in-process", "--duration", "0.5"],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -76,3 +78,41 @@ def test_a_bad_duration_is_refused_with_a_reason(
         main(["demo", "--duration", duration])
     assert exited.value.code == 2
     assert "--duration" in capsys.readouterr().err
+
+
+@pytest.mark.integration
+def test_the_live_demo_exits_zero_with_every_status_it_claims(amqp_url: str) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "worker.cli", "demo", "--duration", "5", "--seed", "5"],
+        cwd=ROOT,
+        env={**os.environ, "OPTIMISER_AMQP_URL": amqp_url},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "namespace optimiser-demo-" in done.stdout
+    summary = done.stdout.strip().splitlines()[-1]
+    counts = dict(re.findall(r"(SUCCESS|FAILED|SKIPPED|RATE_LIMITED) (\d+)", summary))
+    assert set(counts) == {"SUCCESS", "FAILED", "SKIPPED", "RATE_LIMITED"}
+    assert all(int(n) > 0 for n in counts.values()), summary
+    assert re.search(r"; [1-9]\d* sent for review; [1-9]\d* unreadable plan\(s\) parked$", summary)
+    for status in counts:
+        assert f"  {status} " in done.stdout  # and each shows as a record line
+
+
+@pytest.mark.integration
+def test_the_live_dry_run_demo_enacts_nothing(amqp_url: str) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "worker.cli", "demo", "--duration", "2", "--dry-run"],
+        cwd=ROOT,
+        env={**os.environ, "OPTIMISER_AMQP_URL": amqp_url},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "SUCCESS 0, FAILED 0, SKIPPED " in done.stdout
+    assert "RATE_LIMITED 0; 0 sent for review" in done.stdout

@@ -230,3 +230,33 @@ async def test_dry_run_never_publishes_a_command(
     assert await broker.depth(witness.name) == 0
     assert server.applied == 0
     assert {routing_key(r).split(".")[1] for r in records} == {"SKIPPED"}
+
+
+class Slow:
+    async def shed_load(self, request: LoadShed) -> SubsystemResult:
+        await asyncio.sleep(1.5)
+        return SubsystemResult(True, "shed, eventually")
+
+
+async def test_a_change_made_after_the_timeout_is_logged_as_a_late_reply(
+    broker: Broker,
+    start_worker: WorkerStarter,
+    serve: ServerStarter,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    await serve(Subsystems(load=Slow()))
+    await start_worker(optimiser=OptimiserConfig(subsystem_timeout_s=1.0))
+    results = await broker.results_queue()
+
+    await broker.publish_plan(plan_of("REDUCE_LOAD", plan_id="late"))
+    [record] = await broker.records(results.name, expect=1)
+    assert (record.status, record.detail) == (
+        EnactmentStatus.FAILED,
+        "load shedder did not answer within 1s",
+    )
+    async with asyncio.timeout(10):
+        while not any("late reply for action late-0" in r.getMessage() for r in caplog.records):
+            await asyncio.sleep(0.05)
+    [late] = [r for r in caplog.records if "late reply" in r.getMessage()]
+    assert late.levelname == "WARNING"
+    assert "SUCCESS shed, eventually" in late.getMessage()

@@ -10,16 +10,20 @@ import signal
 import sys
 import textwrap
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
+import aiormq
 from prometheus_client import CollectorRegistry
 
 from schemas import ActionKind, EnactmentStatus
 from schemas.jsonschema import MESSAGES, render
 from worker.config import WorkerSettings, load_settings, settings_help
+from worker.connection import BrokerUnavailable
 from worker.demo import run_demo
 from worker.errors import ConfigError, OptimiserError
+from worker.live_demo import run_live_demo
 from worker.operator import PlanRejected, publish_plan, read_plan, tail_records
 from worker.service import Worker
 
@@ -76,11 +80,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = commands.add_parser(
         "demo",
-        help="run the whole loop in one process and print every record as it lands",
-        description=(
-            "Run the real optimiser between a simulated planner, CognitiveCycle and "
-            "orchestrator: every kind of action, some bad parameters, repeats that hit the "
-            "cool-down (2 s here), review items and failing swaps. Ends after --duration."
+        help="run the whole loop on the local broker and print every record as it lands",
+        description=textwrap.fill(
+            "Run the whole loop on RabbitMQ (OPTIMISER_AMQP_URL, default localhost): a "
+            "simulated planner publishes plans, the real worker enacts them and sends commands "
+            "to a simulated CognitiveCycle and orchestrator, and every record is printed as it "
+            "lands, with the threshold and budgets moving. Plans include every kind, bad "
+            "parameters, repeats that hit the cool-down (2 s here), review items, failing swaps "
+            "and now and then an unreadable plan. It uses a namespace of its own and deletes it "
+            "at the end. Without a broker it runs the loop in one process instead."
         ),
     )
     demo.add_argument(
@@ -93,6 +101,10 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument(
         "--seed", type=int, default=None, help="random seed, for a demo that repeats exactly"
     )
+    demo.add_argument(
+        "--in-process", action="store_true", help="no broker: the optimiser and its subsystems only"
+    )
+    _add_config(demo)
     # The demo prints every record; the optimiser's own warnings would say each failure twice.
     _add_log_level(demo, default="ERROR")
 
@@ -195,6 +207,28 @@ def _publish(args: argparse.Namespace) -> int:
     return 0 if all_came else 1
 
 
+def _demo(args: argparse.Namespace) -> int:
+    settings = _settings(args.config)
+    if not args.in_process:
+        try:
+            asyncio.run(
+                run_live_demo(
+                    replace(settings, connect_retry_s=0.0),
+                    duration_s=args.duration,
+                    dry_run=args.dry_run,
+                    seed=args.seed,
+                )
+            )
+            return 0
+        except (OSError, aiormq.exceptions.AMQPError, BrokerUnavailable) as exc:
+            print(
+                f"no RabbitMQ at {settings.safe_url} ({exc}); running the loop in one process "
+                f"instead (start RabbitMQ, or set OPTIMISER_AMQP_URL, for the whole loop)"
+            )
+    asyncio.run(run_demo(duration_s=args.duration, dry_run=args.dry_run, seed=args.seed))
+    return 0
+
+
 def _tail(args: argparse.Namespace) -> int:
     settings = _settings(args.config)
     asyncio.run(
@@ -249,8 +283,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "tail":
             return _tail(args)
         if args.command == "demo":
-            asyncio.run(run_demo(duration_s=args.duration, dry_run=args.dry_run, seed=args.seed))
-            return 0
+            return _demo(args)
     except _Exit as exc:
         sys.stderr.write(f"self-optimiser: error: {exc}\n")
         return exc.code

@@ -1,4 +1,4 @@
-"""The whole loop in one process: a simulated planner, CognitiveCycle and orchestrator.
+"""The demo's simulated surroundings, and the loop without a broker (``demo --in-process``).
 
 The optimiser here is the real one; only its surroundings are simulated. Plans carry every
 kind of action, now and then a bad parameter, a repeat that runs into the cool-down and a
@@ -128,6 +128,7 @@ class DemoReport:
     plans: int = 0
     statuses: Counter[str] = field(default_factory=Counter)
     review_items: int = 0
+    parked: int = 0
     final_threshold_ms: float = 0.0
     final_budgets: dict[str, float] = field(default_factory=dict)
 

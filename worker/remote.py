@@ -166,7 +166,16 @@ class RemoteSubsystems:
     async def _on_reply(self, message: AbstractIncomingMessage) -> None:
         waiting = self._pending.get(message.correlation_id or "")
         if waiting is None or waiting.done():
-            log.info("late or unknown reply %r dropped", message.correlation_id)
+            # The action's record already says FAILED (timed out); if the subsystem made the
+            # change after all, the people reading the log must learn it.
+            try:
+                late = _reply_decoder.decode(message.body)
+                log.warning(
+                    "late reply for action %s, after its record said FAILED: %s %s",
+                    late.action_id, late.outcome.value, late.detail,
+                )  # fmt: skip
+            except (msgspec.DecodeError, UnicodeDecodeError):
+                log.warning("late, unreadable reply %r dropped", message.correlation_id)
             return
         try:
             waiting.set_result(_reply_decoder.decode(message.body))
