@@ -138,3 +138,24 @@ def test_without_a_broker_ci_fails_and_a_laptop_skips(monkeypatch: pytest.Monkey
         broker_url_or_skip({"CI": "true"})
     with pytest.raises(pytest.skip.Exception, match="no RabbitMQ anywhere"):
         broker_url_or_skip({})
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("amqp://user:se/cret@127.0.0.1:5672/", "amqp://user:***@127.0.0.1:5672/"),
+        ("amqp://user:pa#ss?x@host/", "amqp://user:***@host/"),
+        ("amqps://a:b@c@d:5671/v", "amqps://a:***@d:5671/v"),
+        ("amqp://u:p%2Fx@h/", "amqp://u:***@h/"),
+        ("amqp://h/", "amqp://h/"),
+    ],
+)
+def test_redaction_works_on_the_raw_text_whatever_the_password_holds(url: str, shown: str) -> None:
+    assert redact_url(url) == shown
+
+
+def test_a_password_with_an_unescaped_slash_is_refused_without_showing_it() -> None:
+    with pytest.raises(ConfigError) as refused:
+        WorkerSettings(amqp_url="amqp://user:se/cret@127.0.0.1:5672/")
+    assert "cret" not in str(refused.value)
+    assert "%-escaped" in str(refused.value)

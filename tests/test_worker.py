@@ -14,15 +14,18 @@ from pathlib import Path
 
 import aio_pika
 import pytest
+from prometheus_client import CollectorRegistry
 
 from schemas import EnactmentStatus, decode_action, routing_key
 from tests.broker import Broker
 from tests.conftest import WorkerStarter, wait_for
 from worker import OptimiserConfig, seed_subsystems
 from worker.cli import main
+from worker.config import WorkerSettings
 from worker.connection import BrokerRefused, BrokerUnavailable
 from worker.demo import SimulatedCycle, SimulatedOrchestrator
 from worker.operator import publish_plan, read_plan, tail_records
+from worker.service import Worker
 
 pytestmark = pytest.mark.integration
 
@@ -100,6 +103,7 @@ MALFORMED: list[tuple[str, bytes, dict[str, str]]] = [
     ("compressed", json.dumps(no_op_plan("gz")).encode(), {"content_encoding": "gzip"}),
     ("msgpack garbage", b"\xc1\xc1\xc1", {"content_type": "application/msgpack"}),
     ("too large", b'{"plan_id": "big", "actions": [' + b" " * 20_000 + b"]}", {}),
+    ("deep nesting", b'{"plan_id": "deep", "junk": ' + b"[" * 4000 + b"]" * 4000 + b"}", {}),
     (
         "duplicate ids",
         json.dumps(
@@ -118,7 +122,10 @@ async def test_malformed_plans_are_parked_and_valid_ones_keep_flowing(
 
     for index, (what, body, properties) in enumerate(MALFORMED):
         await broker.publish_plan(
-            body, message_id=f"bad-{index}", headers={"what": what}, **properties
+            body,
+            message_id=f"bad-{index}",
+            headers={"what": what, "ratio": 1.5, "nested": {"a": [1, 2]}},
+            **properties,
         )
         await broker.publish_plan(no_op_plan(f"good-{index}"))
 
@@ -132,6 +139,7 @@ async def test_malformed_plans_are_parked_and_valid_ones_keep_flowing(
         message = by_id[f"bad-{index}"]
         assert message.body == body, what
         assert message.headers["what"] == what
+        assert message.headers["ratio"] == "1.5"  # kept, as text: pamqp would narrow a float
         assert message.headers["x-error"], what
         assert message.content_type == properties.get("content_type", "application/json")
     assert "at `$.actions[1].action_kind`" not in by_id["bad-4"].headers["x-error"]
@@ -139,6 +147,7 @@ async def test_malformed_plans_are_parked_and_valid_ones_keep_flowing(
         by_id["bad-4"].headers["x-error"]
     )
     assert by_id["bad-10"].headers["x-error-kind"] == "too_large"
+    assert by_id["bad-11"].headers["x-error-kind"] == "malformed"  # RecursionError, not a crash
     assert by_id["bad-7"].headers["x-error-kind"] == "content_type"
     assert running.worker.readiness() == (True, "consuming plans")
     assert running.metric("asi_optimiser_plans_parked_total", reason="invalid") >= 3
@@ -159,7 +168,7 @@ async def test_a_plan_whose_records_the_broker_refuses_is_not_acked(
     await broker.publish_plan(no_op_plan("refused"))
     await wait_for(
         lambda: running.metric("asi_optimiser_publish_failures_total", target="results") >= 2,
-        what="the broker to refuse the records twice (the plan was redelivered)",
+        what="the broker to refuse the records twice (they are retried, the plan held)",
     )
     assert running.metric("asi_optimiser_plans_consumed_total", outcome="acked") == 0
 
@@ -167,6 +176,11 @@ async def test_a_plan_whose_records_the_broker_refuses_is_not_acked(
     await refusing.delete(if_unused=False, if_empty=False)
     records = await broker.records(results.name, expect=2)
     assert {r.plan_id for r in records} == {"refused"}
+    await wait_for(
+        lambda: running.metric("asi_optimiser_plans_consumed_total", outcome="acked") == 1,
+        what="the plan acked once its records are confirmed",
+    )
+    assert running.metric("asi_optimiser_enact_calls_total") == 1  # never enacted twice
 
 
 async def test_unroutable_records_are_an_error_and_a_metric_not_silence(
@@ -308,3 +322,19 @@ def test_publish_refuses_an_invalid_plan_before_touching_the_broker(
         "is not a valid plan: Object missing required field `action_kind` - at `$.actions[0]`"
         in err
     )
+
+
+async def test_stop_during_start_up_ends_at_once_without_an_error(
+    broker: Broker, amqp_url: str
+) -> None:
+    settings = WorkerSettings(
+        amqp_url="amqp://guest:guest@127.0.0.1:1/", namespace=broker.names.namespace,
+        metrics_port=-1, connect_retry_s=120.0, connect_timeout_s=1.0,
+    )  # fmt: skip
+    worker = Worker(settings, registry=CollectorRegistry())
+    stop = asyncio.Event()
+    running = asyncio.create_task(worker.run(stop))
+    await asyncio.sleep(0.5)
+    stop.set()
+    async with asyncio.timeout(5):  # not the 120 s retry window
+        await running

@@ -248,7 +248,11 @@ async def _serve(settings: WorkerSettings) -> None:
 
 
 def _stop_on_signal(stop: asyncio.Event, signum: int) -> None:
-    log.info("%s received", signal.Signals(signum).name)
+    name = signal.Signals(signum).name
+    if stop.is_set():
+        log.warning("second %s: exiting now; plans in hand return to the queue", name)
+        os._exit(1)
+    log.info("%s received: finishing the plan in hand (again to exit at once)", name)
     stop.set()
 
 

@@ -15,7 +15,8 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
-from urllib.parse import urlsplit, urlunsplit
+
+from yarl import URL
 
 from worker.errors import ConfigError
 from worker.guardrails import OptimiserConfig, setting
@@ -36,7 +37,9 @@ class WorkerSettings:
     )
     metrics_host: str = setting("0.0.0.0", "Address of the /metrics, /healthz, /readyz server.")
     metrics_port: int = setting(9464, "Port of that server; 0 picks a free one, -1 turns it off.")
-    prefetch: int = setting(100, "Plans the broker may hand the worker before it acks any.")
+    prefetch: int = setting(
+        32, "Plans the broker may hand the worker before it acks any (they wait their turn)."
+    )
     publish_timeout_s: float = setting(
         10.0, "A publish not confirmed by the broker within this many seconds has failed."
     )
@@ -54,11 +57,15 @@ class WorkerSettings:
     optimiser: OptimiserConfig = dataclasses.field(default_factory=OptimiserConfig)
 
     def __post_init__(self) -> None:
-        url = urlsplit(self.amqp_url)
-        if url.scheme not in ("amqp", "amqps") or not url.hostname:
+        try:
+            url = URL(self.amqp_url)  # the parser aio-pika uses
+            valid = url.scheme in ("amqp", "amqps") and bool(url.host)
+        except (ValueError, TypeError):
+            valid = False
+        if not valid:
             raise ConfigError(
-                f"amqp_url must look like amqp://user:password@host:5672/vhost, "
-                f"not {redact_url(self.amqp_url)!r}"
+                "amqp_url must look like amqp://user:password@host:5672/vhost "
+                "(with special characters in the password %-escaped)"
             )
         if not _NAMESPACE.match(self.namespace):
             raise ConfigError(
@@ -95,16 +102,17 @@ class WorkerSettings:
         return redact_url(self.amqp_url)
 
 
+_CREDENTIALS: Final = re.compile(r"^(?P<head>[A-Za-z][A-Za-z0-9+.-]*://[^:/?#@]*):(?P<secret>.*)@")
+
+
 def redact_url(url: str) -> str:
-    """``url`` with any password replaced by ``***``."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    host = parts.hostname or ""
-    if ":" in host:  # an IPv6 literal
-        host = f"[{host}]"
-    netloc = f"{parts.username}:***@{host}" + (f":{parts.port}" if parts.port else "")
-    return urlunsplit(parts._replace(netloc=netloc))
+    """``url`` with any password replaced by ``***``.
+
+    Works on the raw text: a password with an unescaped ``/``, ``?`` or ``#`` (common in
+    generated ones) defeats URL parsers, which would then hand the URL back unredacted.
+    Everything between ``user:`` and the last ``@`` goes.
+    """
+    return _CREDENTIALS.sub(lambda m: f"{m.group('head')}:***@", url, count=1)
 
 
 def setting_fields() -> list[tuple[dataclasses.Field[Any], bool]]:

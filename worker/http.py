@@ -14,7 +14,9 @@ log = logging.getLogger(__name__)
 #: (ready, why): why is shown on /readyz either way.
 Readiness = Callable[[], tuple[bool, str]]
 
-_REQUEST_TIMEOUT_S: Final = 5.0
+_REQUEST_TIMEOUT_S: Final = 5.0  # for the whole exchange, the slow reader included
+_MAX_CONNECTIONS: Final = 32
+_MAX_HEADER_LINES: Final = 100
 _REASONS: Final = {
     200: "OK",
     404: "Not Found",
@@ -30,6 +32,7 @@ class HealthServer:
         self._registry = registry
         self._readiness = readiness
         self._server: asyncio.Server | None = None
+        self._slots = asyncio.Semaphore(_MAX_CONNECTIONS)
 
     async def start(self, host: str, port: int) -> int:
         """Start listening; return the port (useful when ``port`` is 0)."""
@@ -43,20 +46,24 @@ class HealthServer:
             await self._server.wait_closed()
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self._slots.locked():  # too many at once: answer nothing rather than queue up
+            writer.close()
+            return
         try:
-            async with asyncio.timeout(_REQUEST_TIMEOUT_S):
+            async with self._slots, asyncio.timeout(_REQUEST_TIMEOUT_S):
                 request_line = await reader.readline()
-                while (await reader.readline()) not in (b"\r\n", b"\n", b""):
-                    pass  # headers: nothing here needs them
-            parts = request_line.decode("latin-1").split()
-            method, path = (parts[0], parts[1].split("?")[0]) if len(parts) >= 2 else ("", "")
-            status, content_type, body = self._answer(method, path)
-            head = (
-                f"HTTP/1.1 {status} {_REASONS[status]}\r\nContent-Type: {content_type}\r\n"
-                f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
-            )
-            writer.write(head.encode("latin-1") + (b"" if method == "HEAD" else body))
-            await writer.drain()
+                for _ in range(_MAX_HEADER_LINES):  # headers: nothing here needs them
+                    if (await reader.readline()) in (b"\r\n", b"\n", b""):
+                        break
+                parts = request_line.decode("latin-1").split()
+                method, path = (parts[0], parts[1].split("?")[0]) if len(parts) >= 2 else ("", "")
+                status, content_type, body = self._answer(method, path)
+                head = (
+                    f"HTTP/1.1 {status} {_REASONS[status]}\r\nContent-Type: {content_type}\r\n"
+                    f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+                )
+                writer.write(head.encode("latin-1") + (b"" if method == "HEAD" else body))
+                await writer.drain()
         except (TimeoutError, ConnectionError, ValueError) as exc:
             log.debug("health request dropped: %s", exc)
         finally:

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import aio_pika
+import aiormq
 import msgspec
 from aio_pika.abc import AbstractIncomingMessage
 from aiormq.abc import DeliveredMessage
@@ -68,15 +69,26 @@ async def publish_plan(
             # Bound before publishing, so no record can slip past.
             records = await channel.declare_queue(exclusive=True, auto_delete=True)
             await records.bind(names.results_exchange, "#")
-        exchange = await channel.get_exchange(names.plans_exchange)
-        returned = await exchange.publish(
-            aio_pika.Message(
-                body, content_type=JSON, delivery_mode=PERSISTENT, message_id=plan.plan_id
-            ),
-            routing_key="",
-            mandatory=True,
-            timeout=settings.publish_timeout_s,
-        )
+        try:
+            exchange = await channel.get_exchange(names.plans_exchange)
+            returned = await exchange.publish(
+                aio_pika.Message(
+                    body, content_type=JSON, delivery_mode=PERSISTENT, message_id=plan.plan_id
+                ),
+                routing_key="",
+                mandatory=True,
+                timeout=settings.publish_timeout_s,
+            )
+        except aiormq.exceptions.ChannelNotFoundEntity:
+            raise OptimiserError(
+                f"exchange {names.plans_exchange!r} does not exist: start `self-optimiser run` "
+                f"once (namespace {names.namespace!r}) so that it declares it"
+            ) from None
+        except (aiormq.exceptions.DeliveryError, TimeoutError) as exc:
+            raise OptimiserError(
+                f"the broker did not confirm the plan ({type(exc).__name__}); it may or may not "
+                f"be queued: check with `self-optimiser tail` before publishing it again"
+            ) from None
         if isinstance(returned, DeliveredMessage):
             raise OptimiserError(
                 f"no queue is bound to exchange {names.plans_exchange!r}: start "
@@ -148,13 +160,19 @@ async def tail_records(
         await queue.bind(names.results_exchange, pattern)
         log.info("following %s with pattern %r", names.results_exchange, pattern)
 
+        stop = stop or asyncio.Event()
+
         async def show(message: AbstractIncomingMessage) -> None:
             async with message.process():
                 record = _record_of(message)
-                if record is not None:
+                if record is None:
+                    return
+                try:
                     out(encode(record).decode() if as_json else format_record(record))
+                except BrokenPipeError:  # `tail | head` has read enough
+                    stop.set()
 
         await queue.consume(show)
-        await (stop or asyncio.Event()).wait()
+        await stop.wait()
     finally:
         await connection.close()

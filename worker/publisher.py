@@ -51,18 +51,29 @@ class Publisher:
         timeout, or the connection is lost meanwhile (the message may or may not have landed).
         """
         message_id = message.message_id or ""
-        while (earlier := self._in_flight.get(message_id)) is not None:
-            await asyncio.shield(earlier)
-        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._in_flight[message_id] = done
+        done: asyncio.Future[None] | None = None
         try:
-            result = await exchange.publish(
-                message, routing_key, mandatory=True, timeout=self._timeout_s
-            )
+            # One deadline for all of it: waiting for a reconnect, for an earlier publish with
+            # this id, and for the confirm itself.
+            async with asyncio.timeout(self._timeout_s):
+                while (earlier := self._in_flight.get(message_id)) is not None:
+                    await asyncio.shield(earlier)
+                done = asyncio.get_running_loop().create_future()
+                self._in_flight[message_id] = done
+                result = await exchange.publish(message, routing_key, mandatory=True)
         except TimeoutError:
             raise PublishFailed(
                 f"no confirm from the broker within {self._timeout_s:g}s "
                 f"(exchange {exchange.name!r}, routing key {routing_key!r})"
+            ) from None
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                raise  # we are being cancelled: let it through
+            # aiormq fails pending confirms with CancelledError when it drops a channel
+            # (a missed heartbeat, for one): that is a failed publish, not our cancellation.
+            raise PublishFailed(
+                f"the channel closed before the broker confirmed (exchange {exchange.name!r})"
             ) from None
         except aiormq.exceptions.DeliveryError as exc:
             raise PublishFailed(
@@ -74,6 +85,7 @@ class Publisher:
                 f"publish to {exchange.name!r} failed: {type(exc).__name__}: {exc}"
             ) from None
         finally:
-            del self._in_flight[message_id]
-            done.set_result(None)
+            if done is not None:
+                del self._in_flight[message_id]
+                done.set_result(None)
         return not isinstance(result, DeliveredMessage)

@@ -16,12 +16,13 @@ next plan is enacted, so confirms of several plans are in flight at once.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
-from typing import Final
+from typing import Any, Final, TypeVar
 
 import aio_pika
 import msgspec
@@ -38,6 +39,7 @@ from schemas.codec import JSON, PLAN_CONTENT_TYPES
 from worker.clock import Clock, SystemClock
 from worker.config import WorkerSettings
 from worker.connection import connect
+from worker.errors import ConfigError
 from worker.http import HealthServer
 from worker.metrics import OptimiserMetrics, WorkerMetrics
 from worker.optimiser import AsyncSelfOptimiser
@@ -54,6 +56,9 @@ _Handle = Callable[[AbstractIncomingMessage], Awaitable[None]]
 #: Longest ``x-error`` header on a parked plan; msgspec's messages are far shorter.
 MAX_ERROR_HEADER: Final = 1000
 _ACCEPTED_ENCODINGS: Final = frozenset({"", "identity", "utf-8", "utf8"})
+#: Backoff between attempts to publish records the broker did not confirm.
+RETRY_FIRST_S: Final = 0.5
+RETRY_MAX_S: Final = 10.0
 
 
 class Worker:
@@ -96,16 +101,21 @@ class Worker:
         """Serve until ``stop`` is set; raises ``OptimiserError`` subclasses on fatal errors."""
         health = HealthServer(self._registry, self.readiness)
         if self.settings.metrics_port >= 0:
-            self.metrics_port = await health.start(
-                self.settings.metrics_host, self.settings.metrics_port
-            )
+            host, port = self.settings.metrics_host, self.settings.metrics_port
+            try:
+                self.metrics_port = await health.start(host, port)
+            except OSError as exc:
+                raise ConfigError(
+                    f"cannot serve metrics on {host}:{port}: {exc.strerror} "
+                    f"(set OPTIMISER_METRICS_PORT to a free port, or -1 for none)"
+                ) from None
             log.info("metrics and health on %s:%d", self.settings.metrics_host, self.metrics_port)
         try:
             await self._serve(stop)
         finally:
             self.metrics.ready.set(0)
             for connection in reversed(self._connections):
-                await connection.close()
+                await _close(connection, self.settings.connect_timeout_s)
             await health.close()
 
     async def _serve(self, stop: asyncio.Event) -> None:
@@ -114,10 +124,13 @@ class Worker:
         log.info("connecting to %s, namespace %r", settings.safe_url, settings.namespace)
         # Publishers and consumers on separate connections: publish flow control (a blocked
         # connection) must not stall the acks of plans already enacted.
-        consume_connection = await connect(settings, "consume")
-        self._connections.append(consume_connection)
-        publish_connection = await connect(settings, "publish")
-        self._connections.append(publish_connection)
+        for role in ("consume", "publish"):
+            connection = await _unless_stopped(connect(settings, role), stop)
+            if connection is None:
+                log.info("stopped before the broker answered")
+                return
+            self._connections.append(connection)
+        consume_connection, publish_connection = self._connections
 
         consume_channel = await consume_connection.channel()
         await consume_channel.set_qos(prefetch_count=settings.prefetch)
@@ -156,26 +169,31 @@ class Worker:
         self.metrics.ready.set(0)
         log.info("stopping: no new plans; finishing %d in hand", len(self._handlers))
         try:
-            await topology.plans.cancel(consumer_tag, timeout=settings.connect_timeout_s)
+            # Bounded: with the broker gone, aio-pika would wait for a reconnect first.
+            async with asyncio.timeout(settings.connect_timeout_s):
+                await topology.plans.cancel(consumer_tag)
         except (aio_pika.exceptions.AMQPError, RuntimeError, TimeoutError) as exc:
-            log.warning("could not cancel the consumer cleanly: %s", exc)
+            log.warning("could not cancel the consumer cleanly: %s", exc or type(exc).__name__)
         await self._drain(settings.shutdown_grace_s)
-        await _close_channel(consume_channel)  # requeues whatever was prefetched and not acked
-        await _close_channel(publish_channel)
+        # Closing the channel returns whatever was prefetched and not acked to the queue.
+        await _close(consume_channel, settings.connect_timeout_s)
+        await _close(publish_channel, settings.connect_timeout_s)
         self._state = "stopped"
         log.info("stopped")
 
     def _track(self, handle: _Handle) -> _Handle:
-        """Wrap ``handle`` so that shutdown can wait for every delivery being handled."""
+        """Wrap ``handle`` so that a plan in hand is finished whatever happens to its channel.
+
+        aiormq cancels a consumer callback when its channel closes (a lost connection, the
+        broker's consumer timeout). The plan then runs on in a task of its own, which
+        shutdown waits for; its ack fails and the broker redelivers it.
+        """
 
         async def tracked(message: AbstractIncomingMessage) -> None:
-            task = asyncio.current_task()
-            assert task is not None
+            task = asyncio.create_task(_guarded(handle, message))
             self._handlers.add(task)
-            try:
-                await handle(message)
-            finally:
-                self._handlers.discard(task)
+            task.add_done_callback(self._handlers.discard)
+            await asyncio.shield(task)
 
         return tracked
 
@@ -230,15 +248,9 @@ class _PlanHandler:
                 return
             records = await self._optimiser.enact(plan.actions, plan_id=plan.plan_id)
         records += self._beyond_cap(plan, len(records))
-        try:
-            unroutable = await self._publish_records(records)
-        except PublishFailed as exc:
-            self._metrics.publish_failures.labels("results").inc()
-            self._metrics.plans_consumed.labels("requeued").inc()
-            log.error("plan %s: records not confirmed, returning it to the queue: %s",
-                      plan.plan_id, exc)  # fmt: skip
-            await _settle(message, requeue=True)
-            return
+        # The actions are enacted: their records must go out, however long the broker takes.
+        # Nacking would have the plan enacted again.
+        unroutable = await self._publish_until_confirmed(plan.plan_id, records)
         acked = await _settle(message, requeue=None)
         elapsed = time.perf_counter() - started
         self._metrics.plans_consumed.labels("acked" if acked else "requeued").inc()
@@ -270,6 +282,8 @@ class _PlanHandler:
         except msgspec.DecodeError as exc:
             kind = "invalid" if isinstance(exc, msgspec.ValidationError) else "malformed"
             raise _Unreadable(kind, str(exc)) from None
+        except Exception as exc:  # RecursionError for deep nesting, and whatever else a body does
+            raise _Unreadable("malformed", f"{type(exc).__name__}: {exc}") from None
 
     def _beyond_cap(self, plan: Plan, looked_at: int) -> list[EnactmentRecord]:
         """SKIPPED records for the actions ``enact()`` did not look at, so each leaves a trace."""
@@ -289,8 +303,28 @@ class _PlanHandler:
             self._optimiser_metrics.observe(record, dispatched=False)
         return skipped
 
+    async def _publish_until_confirmed(self, plan_id: str, records: list[EnactmentRecord]) -> int:
+        """Publish the records, retrying the unconfirmed ones with backoff; return unroutable."""
+        pending, unroutable, delay = records, 0, RETRY_FIRST_S
+        while True:
+            try:
+                return unroutable + await self._publish_records(pending)
+            except _Unconfirmed as failure:
+                pending = failure.records
+                unroutable += failure.unroutable
+                self._metrics.publish_failures.labels("results").inc()
+                log.warning(
+                    "plan %s: %d record(s) not confirmed (%s); retrying in %.1fs",
+                    plan_id, len(pending), failure.reason, delay,
+                )  # fmt: skip
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, RETRY_MAX_S)
+
     async def _publish_records(self, records: list[EnactmentRecord]) -> int:
-        """Publish every record, confirms in flight together; return how many were unroutable."""
+        """Publish every record, confirms in flight together; return how many were unroutable.
+
+        Raises ``_Unconfirmed`` with the records the broker did not confirm.
+        """
         outcomes = await asyncio.gather(
             *(
                 self._publisher.publish(self._results, routing_key(record), _record_message(record))
@@ -298,10 +332,13 @@ class _PlanHandler:
             ),
             return_exceptions=True,
         )
-        for outcome in outcomes:
-            if isinstance(outcome, BaseException):
-                raise outcome
+        failed = [r for r, o in zip(records, outcomes, strict=True) if isinstance(o, BaseException)]
         unroutable = [r for r, routed in zip(records, outcomes, strict=True) if routed is False]
+        if failed:
+            first = next(o for o in outcomes if isinstance(o, BaseException))
+            if not isinstance(first, PublishFailed):
+                raise first
+            raise _Unconfirmed(failed, len(unroutable), str(first))
         if unroutable:
             self._metrics.records_unroutable.inc(len(unroutable))
             log.error(
@@ -314,7 +351,7 @@ class _PlanHandler:
 
     async def _park(self, message: AbstractIncomingMessage, kind: str, reason: str) -> None:
         """Move an unreadable plan to ``N.plans.invalid``, body intact, reason in ``x-error``."""
-        headers = dict(message.headers or {})
+        headers = _encodable(message.headers or {})
         headers.update(
             {
                 "x-error": reason[:MAX_ERROR_HEADER],
@@ -344,7 +381,8 @@ class _PlanHandler:
         except PublishFailed as exc:
             self._metrics.publish_failures.labels("invalid").inc()
             self._metrics.plans_consumed.labels("requeued").inc()
-            log.error("unreadable plan could not be parked, returning it to the queue: %s", exc)
+            log.error("unreadable plan could not be parked; it returns to the queue in 1s: %s", exc)
+            await asyncio.sleep(1.0)
             await _settle(message, requeue=True)
             return
         await _settle(message, requeue=None)
@@ -353,11 +391,31 @@ class _PlanHandler:
         log.warning("plan parked in %s (%s): %s", self._names.invalid_queue, kind, reason[:300])
 
 
+class _Unconfirmed(Exception):
+    def __init__(self, records: list[EnactmentRecord], unroutable: int, reason: str) -> None:
+        super().__init__(reason)
+        self.records = records
+        self.unroutable = unroutable
+        self.reason = reason
+
+
 class _Unreadable(Exception):
     def __init__(self, kind: str, reason: str) -> None:
         super().__init__(reason)
         self.kind = kind
         self.reason = reason
+
+
+def _encodable(headers: Mapping[str, object]) -> dict[str, Any]:
+    """Headers that will encode again: strings, whole numbers and booleans as they are, the
+    rest as text (pamqp re-encodes floats as 32-bit and refuses bytes that are not UTF-8)."""
+    safe: dict[str, Any] = {}
+    for key, value in headers.items():
+        if isinstance(value, str | bool) or (isinstance(value, int) and -(2**63) <= value < 2**63):
+            safe[key] = value
+        else:
+            safe[key] = repr(value)[:MAX_ERROR_HEADER]
+    return safe
 
 
 def _record_message(record: EnactmentRecord) -> aio_pika.Message:
@@ -369,6 +427,17 @@ def _record_message(record: EnactmentRecord) -> aio_pika.Message:
         type="enactment_record",
         headers={"plan_id": record.plan_id},
     )
+
+
+async def _guarded(handle: _Handle, message: AbstractIncomingMessage) -> None:
+    """Run ``handle``; a bug in it returns the delivery to the queue instead of stranding it."""
+    try:
+        await handle(message)
+    except Exception:
+        log.exception("unexpected error handling delivery %s; it returns to the queue in 1s",
+                      message.delivery_tag)  # fmt: skip
+        await asyncio.sleep(1.0)  # not a tight loop if the same plan fails the same way
+        await _settle(message, requeue=True)
 
 
 async def _settle(message: AbstractIncomingMessage, *, requeue: bool | None) -> bool:
@@ -384,8 +453,26 @@ async def _settle(message: AbstractIncomingMessage, *, requeue: bool | None) -> 
     return True
 
 
-async def _close_channel(channel: AbstractChannel) -> None:
+async def _close(closable: AbstractChannel | AbstractRobustConnection, timeout_s: float) -> None:
     try:
-        await channel.close()
-    except (aio_pika.exceptions.AMQPError, RuntimeError) as exc:
-        log.debug("channel close: %s", exc)
+        async with asyncio.timeout(timeout_s):
+            await closable.close()
+    except (aio_pika.exceptions.AMQPError, RuntimeError, OSError, TimeoutError) as exc:
+        log.debug("close %r: %s", closable, exc)
+
+
+T = TypeVar("T")
+
+
+async def _unless_stopped(work: Awaitable[T], stop: asyncio.Event) -> T | None:
+    """``work``'s result, or None (and ``work`` cancelled) if ``stop`` is set first."""
+    task = asyncio.ensure_future(work)
+    stopped = asyncio.create_task(stop.wait())
+    await asyncio.wait({task, stopped}, return_when=asyncio.FIRST_COMPLETED)
+    stopped.cancel()
+    if task.done():
+        return task.result()
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    return None
