@@ -14,11 +14,13 @@ import sys
 from collections import defaultdict
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 
 from tests.broker import Broker, rabbitmqctl, worker_connection_pids
 from tests.conftest import WorkerStarter, wait_for
+from tests.proxy import SilencingProxy
 from tests.test_worker import no_op_plan
 from worker import OptimiserConfig
 
@@ -205,3 +207,34 @@ async def test_a_deleted_plans_queue_is_declared_again_and_consumed(
     records = await broker.records(results.name, expect=2)
     assert {r.plan_id for r in records} == {"after-delete"}
     assert running.worker.readiness()[0]
+
+
+async def test_a_silent_publish_connection_holds_the_plan_until_its_records_go_out(
+    broker: Broker, start_worker: WorkerStarter, amqp_url: str
+) -> None:
+    # The broker stops hearing the publish connection: aiormq notices the missed heartbeats,
+    # drops the channel, and fails the pending confirms with CancelledError. The plan must
+    # be held (not stranded, not re-enacted) until the reconnected channel confirms.
+    parts = urlsplit(amqp_url)
+    proxy = SilencingProxy((parts.hostname or "127.0.0.1", parts.port or 5672))
+    port = await proxy.start()
+    try:
+        results = await broker.results_queue()
+        via_proxy = amqp_url.replace(f"{parts.hostname}:{parts.port or 5672}", f"127.0.0.1:{port}")
+        running = await start_worker(amqp_url=via_proxy, heartbeat_s=1, publish_timeout_s=30.0)
+        assert proxy.accepted == 2  # consume, then publish (commands share the latter)
+        proxy.silence(1)  # the publish connection
+
+        await broker.publish_plan(no_op_plan("silenced"))
+        records = await broker.records(results.name, expect=2, timeout=60)
+
+        assert {r.plan_id for r in records} == {"silenced"}
+        await wait_for(
+            lambda: running.metric("asi_optimiser_plans_consumed_total", outcome="acked") == 1,
+            what="the plan acked after the reconnect",
+        )
+        assert running.metric("asi_optimiser_enact_calls_total") == 1
+        assert proxy.accepted >= 3  # the publish connection was made again
+        await running.shutdown()
+    finally:
+        await proxy.close()

@@ -1,0 +1,63 @@
+"""A TCP proxy in front of the broker that can silence one connection: a network fault."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+
+
+class SilencingProxy:
+    """Forwards each accepted connection to the broker; ``silence(i)`` drops its bytes."""
+
+    def __init__(self, target: tuple[str, int]) -> None:
+        self._target = target
+        self._numbers = itertools.count()
+        self._silenced: set[int] = set()
+        self._server: asyncio.Server | None = None
+        self._pumps: set[asyncio.Task[None]] = set()
+        self.accepted = 0
+        self.port = 0
+
+    async def start(self) -> int:
+        self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self.port
+
+    def silence(self, number: int) -> None:
+        """From now on, connection ``number`` (0 = the first accepted) carries nothing."""
+        self._silenced.add(number)
+
+    async def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+        for pump in self._pumps:
+            pump.cancel()
+        await asyncio.gather(*self._pumps, return_exceptions=True)
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        number = next(self._numbers)
+        self.accepted += 1
+        try:
+            up_reader, up_writer = await asyncio.open_connection(*self._target)
+        except OSError:
+            writer.close()
+            return
+        for source, sink in ((reader, up_writer), (up_reader, writer)):
+            pump = asyncio.create_task(self._pump(number, source, sink))
+            self._pumps.add(pump)
+            pump.add_done_callback(self._pumps.discard)
+
+    async def _pump(
+        self, number: int, source: asyncio.StreamReader, sink: asyncio.StreamWriter
+    ) -> None:
+        try:
+            while data := await source.read(65536):
+                if number in self._silenced:
+                    continue  # swallowed: to both ends the other one has gone quiet
+                sink.write(data)
+                await sink.drain()
+        except (ConnectionError, OSError):
+            pass
+        finally:
+            if number not in self._silenced:  # a silenced link does not even say goodbye
+                sink.close()
