@@ -117,6 +117,8 @@ class EnactmentRecord(Message, frozen=True, kw_only=True):
     """What the optimiser did with one action; one is published per action of a plan.
 
     ``attempted_at`` is UTC wall-clock time; ``duration_s`` is measured on a monotonic clock.
+    ``replay`` marks a record published again for an action enacted before (a redelivered
+    plan): nothing was done this time, and the rest of the record is the original.
     """
 
     plan_id: Annotated[str, Meta(max_length=128)] = ""
@@ -125,6 +127,7 @@ class EnactmentRecord(Message, frozen=True, kw_only=True):
     detail: Detail = ""
     duration_s: Seconds = 0.0
     attempted_at: UtcTime
+    replay: bool = False
 
 
 def routing_key(record: EnactmentRecord) -> str:

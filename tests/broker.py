@@ -144,17 +144,32 @@ class Broker:
     async def drain(
         self, queue_name: str, *, expect: int, timeout: float = 20.0
     ) -> list[AbstractIncomingMessage]:
-        """Take (and ack) messages from ``queue_name`` until ``expect`` came, or time runs out."""
-        queue = await self.channel.declare_queue(queue_name, passive=True)
+        """Take (and ack) messages from ``queue_name`` until ``expect`` came, or time runs out.
+
+        A consumer, not basic.get (which quorum queues with a single active consumer refuse),
+        on a channel of its own with prefetch 1, so nothing beyond ``expect`` is taken.
+        """
+        channel = await self.connection.channel()
+        await channel.set_qos(prefetch_count=1)
         got: list[AbstractIncomingMessage] = []
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while len(got) < expect and loop.time() < deadline:
-            message = await queue.get(fail=False, no_ack=True)
-            if message is None:
-                await asyncio.sleep(0.05)
-                continue
+        enough = asyncio.Event()
+
+        async def take(message: AbstractIncomingMessage) -> None:
+            if len(got) >= expect:
+                return  # left unacked: back to the queue when the channel closes
             got.append(message)
+            await message.ack()
+            if len(got) >= expect:
+                enough.set()
+
+        try:
+            queue = await channel.declare_queue(queue_name, passive=True)
+            await queue.consume(take)
+            with suppress(TimeoutError):
+                async with asyncio.timeout(timeout):
+                    await enough.wait()
+        finally:
+            await channel.close()
         return got
 
     async def records(
@@ -169,15 +184,10 @@ class Broker:
         """Delete every queue and exchange of the namespace, then disconnect."""
         names = self.names
         channel = await self.connection.channel()
-        for queue in [
-            names.plans_queue,
-            names.review_queue,
-            names.invalid_queue,
-            *self.extra_queues,
-        ]:
+        for queue in [*names.queues, *self.extra_queues]:
             with suppress(Exception):
                 await channel.queue_delete(queue)
-        for exchange in (names.plans_exchange, names.results_exchange):
+        for exchange in names.exchanges:
             with suppress(Exception):
                 await channel.exchange_delete(exchange)
         await self.connection.close()

@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
 
+import aio_pika
 import pytest
 
 from tests.broker import Broker, rabbitmqctl, worker_connection_pids
@@ -61,11 +62,24 @@ async def test_a_publish_whose_confirm_is_withheld_times_out_and_the_plan_is_not
     broker: Broker, start_worker: WorkerStarter, memory_alarm: MemoryAlarm
 ) -> None:
     results = await broker.results_queue()
-    await broker.publish_plan(no_op_plan("withheld"))  # before the alarm: it blocks us too
+    running = await start_worker(publish_timeout_s=1.0)
+    # The alarm blocks this test's publishes too, so the plan goes in before it, into a
+    # holding queue that dead-letters it into N.plans a moment later: broker-internal
+    # routing, which the alarm does not stop.
+    hold = await broker.channel.declare_queue(
+        f"{broker.names.namespace}.hold",
+        arguments={"x-message-ttl": 2000, "x-dead-letter-exchange": broker.names.plans_exchange},
+    )
+    broker.extra_queues.append(hold.name)
+    await broker.channel.default_exchange.publish(
+        aio_pika.Message(
+            json.dumps(no_op_plan("withheld")).encode(), content_type="application/json"
+        ),
+        routing_key=hold.name,
+    )
     await asyncio.to_thread(memory_alarm.raise_)
 
-    # The worker can still receive and enact; its record publishes get no confirm.
-    running = await start_worker(publish_timeout_s=1.0)
+    # The worker still receives and enacts the plan; its record publishes get no confirm.
     await wait_for(
         lambda: running.metric("asi_optimiser_publish_failures_total", target="results") >= 2,
         timeout=30,

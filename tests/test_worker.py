@@ -186,7 +186,10 @@ async def test_a_plan_whose_records_the_broker_refuses_is_not_acked(
 async def test_unroutable_records_are_an_error_and_a_metric_not_silence(
     broker: Broker, start_worker: WorkerStarter, caplog: pytest.LogCaptureFixture
 ) -> None:
-    running = await start_worker()  # nothing is bound to N.results
+    running = await start_worker()
+    # The state stream is bound to every record; take it away and nothing is.
+    stream = await broker.channel.declare_queue(broker.names.results_log, passive=True)
+    await stream.unbind(broker.names.results_exchange, "#")
     await broker.publish_plan(no_op_plan("nobody-listens"))
     await wait_for(
         lambda: running.metric("asi_optimiser_records_unroutable_total") == 2,

@@ -20,6 +20,7 @@ from yarl import URL
 
 from worker.errors import ConfigError
 from worker.guardrails import OptimiserConfig, setting
+from worker.topology import DELIVERY_LIMIT, RETENTION_S
 
 ENV_PREFIX: Final = "OPTIMISER_"
 _NAMESPACE: Final = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9_.-]{0,63}$")
@@ -54,6 +55,19 @@ class WorkerSettings:
     max_plan_bytes: int = setting(
         1_048_576, "Larger plan bodies are parked in N.plans.invalid unread."
     )
+    dedup_window_s: float = setting(
+        3600.0, "An action id seen this recently is never enacted again; its record is replayed."
+    )
+    remember_limit: int = setting(1_000_000, "Most action ids remembered for that, newest kept.")
+    state_retention_s: int = setting(
+        RETENTION_S, "How long N.results.log keeps records; must cover the two windows above."
+    )
+    state_timeout_s: float = setting(
+        60.0, "Time allowed to read N.results.log at start-up or to catch up with it."
+    )
+    delivery_limit: int = setting(
+        DELIVERY_LIMIT, "A plan delivered this often without an ack goes to N.plans.dead."
+    )
     optimiser: OptimiserConfig = dataclasses.field(default_factory=OptimiserConfig)
 
     def __post_init__(self) -> None:
@@ -84,6 +98,23 @@ class WorkerSettings:
             raise ConfigError("heartbeat_s must be >= 0 (0 turns heartbeats off)")
         if self.max_plan_bytes < 1:
             raise ConfigError("max_plan_bytes must be >= 1")
+        if self.delivery_limit < 1 or self.remember_limit < 1:
+            raise ConfigError("delivery_limit and remember_limit must be >= 1")
+        if not 0 < self.state_timeout_s < float("inf"):
+            raise ConfigError("state_timeout_s must be a positive number of seconds")
+        if not 0 <= self.dedup_window_s < float("inf"):
+            raise ConfigError("dedup_window_s must be >= 0")
+        if self.state_retention_s < self.state_window_s:
+            raise ConfigError(
+                f"state_retention_s ({self.state_retention_s}) must be at least "
+                f"max(cool_down_s, dedup_window_s) = {self.state_window_s:g}: the stream must "
+                f"still hold what a restart needs to read"
+            )
+
+    @property
+    def state_window_s(self) -> float:
+        """How far back a restarting worker reads ``N.results.log``."""
+        return max(self.optimiser.cool_down_s, self.dedup_window_s)
 
     def __repr__(self) -> str:
         shown = ", ".join(

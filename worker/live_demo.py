@@ -194,7 +194,7 @@ async def _depth(connection: aio_pika.abc.AbstractConnection, queue: str) -> int
 
 async def _delete_namespace(connection: aio_pika.abc.AbstractConnection, names: Names) -> None:
     channel = await connection.channel()
-    for queue in (names.plans_queue, names.review_queue, names.invalid_queue):
+    for queue in names.queues:
         await channel.queue_delete(queue)
-    for exchange in (names.plans_exchange, names.results_exchange, names.commands_exchange):
+    for exchange in names.exchanges:
         await channel.exchange_delete(exchange)

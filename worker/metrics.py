@@ -161,6 +161,11 @@ class WorkerMetrics:
             "Records the broker returned: no queue was bound to receive them.",
             registry=registry,
         )
+        self.actions_replayed = Counter(
+            "asi_optimiser_actions_replayed",
+            "Actions of redelivered plans not enacted again: their first record was replayed.",
+            registry=registry,
+        )
         self.ready = Gauge(
             "asi_optimiser_ready", "1 while the worker is consuming plans.", registry=registry
         )

@@ -18,6 +18,7 @@ import asyncio
 import logging
 from collections import defaultdict
 from collections.abc import Awaitable, Sequence
+from datetime import datetime
 from typing import Any, Protocol, runtime_checkable
 
 from schemas import (
@@ -182,6 +183,18 @@ class AsyncSelfOptimiser:
             if metrics is not None:
                 metrics.enact_call()
         return records
+
+    def arm_cool_down(self, module: str, kind: ActionKind, completed_at: datetime) -> None:
+        """Remember a SUCCESS that completed at ``completed_at`` (wall clock) elsewhere.
+
+        For state restored after a restart or learned from another replica: the cool-down of
+        (module, kind) then runs from that moment, as if this optimiser had enacted it.
+        """
+        age_s = max(0.0, (self._clock.now() - completed_at).total_seconds())
+        at = self._clock.monotonic() - age_s
+        key = (module, kind)
+        if at > self._last_enacted.get(key, float("-inf")):
+            self._last_enacted[key] = at
 
     async def stats(self) -> dict[str, int]:
         """Counters since the last reset: enacted, failed, skipped, rate_limited, enact_calls."""

@@ -21,7 +21,7 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Final, TypeVar
 
 import aio_pika
@@ -34,7 +34,15 @@ from aio_pika.abc import (
 )
 from prometheus_client import CollectorRegistry
 
-from schemas import EnactmentRecord, EnactmentStatus, Plan, decode_plan, encode, routing_key
+from schemas import (
+    EnactmentRecord,
+    EnactmentStatus,
+    ImprovementAction,
+    Plan,
+    decode_plan,
+    encode,
+    routing_key,
+)
 from schemas.codec import JSON, PLAN_CONTENT_TYPES
 from worker.clock import Clock, SystemClock
 from worker.config import WorkerSettings
@@ -47,6 +55,7 @@ from worker.ports import Subsystems
 from worker.publisher import PERSISTENT, Publisher, PublishFailed
 from worker.remote import RemoteSubsystems
 from worker.review import AmqpReviewSink
+from worker.state import RecordMemory, StateFollower, StateUnavailable
 from worker.topology import Names, declare
 
 log = logging.getLogger(__name__)
@@ -134,7 +143,12 @@ class Worker:
 
         consume_channel = await consume_connection.channel()
         await consume_channel.set_qos(prefetch_count=settings.prefetch)
-        topology = await declare(consume_channel, self.names)
+        topology = await declare(
+            consume_channel,
+            self.names,
+            delivery_limit=settings.delivery_limit,
+            retention_s=settings.state_retention_s,
+        )
         publish_channel = await publish_connection.channel(
             publisher_confirms=True, on_return_raises=False
         )
@@ -156,7 +170,20 @@ class Worker:
             clock=self.clock,
             metrics=self.optimiser_metrics,
         )
-        handler = _PlanHandler(self, optimiser, publisher, results)
+        memory = RecordMemory(
+            window_s=settings.dedup_window_s, limit=settings.remember_limit, clock=self.clock
+        )
+        follower = StateFollower(memory, optimiser, self.names, clock=self.clock)
+        if not await self._restore(follower, consume_connection, stop):
+            return
+        handler = _PlanHandler(
+            self,
+            optimiser=optimiser,
+            publisher=publisher,
+            results=results,
+            memory=memory,
+            follower=follower,
+        )
 
         consumer_tag = await topology.plans.consume(self._track(handler.handle))
         self._state = "consuming"
@@ -180,6 +207,25 @@ class Worker:
         await _close(publish_channel, settings.connect_timeout_s)
         self._state = "stopped"
         log.info("stopped")
+
+    async def _restore(
+        self, follower: StateFollower, connection: AbstractRobustConnection, stop: asyncio.Event
+    ) -> bool:
+        """Read the guardrail state before consuming; fail closed (and retry) if it can't."""
+        settings = self.settings
+        delay = 1.0
+        while not stop.is_set():
+            self._state = "restoring guardrail state"
+            since = self.clock.now() - timedelta(seconds=settings.state_window_s)
+            try:
+                await follower.start(connection, since=since, timeout_s=settings.state_timeout_s)
+                return True
+            except (StateUnavailable, aio_pika.exceptions.AMQPError, RuntimeError) as exc:
+                self._state = f"not consuming: guardrail state not restored ({exc})"
+                log.error("%s; retrying in %.0fs", self._state, delay)
+            await _unless_stopped(asyncio.sleep(delay), stop)
+            delay = min(delay * 2, 30.0)
+        return False
 
     def _track(self, handle: _Handle) -> _Handle:
         """Wrap ``handle`` so that a plan in hand is finished whatever happens to its channel.
@@ -220,11 +266,16 @@ class _PlanHandler:
     def __init__(
         self,
         worker: Worker,
+        *,
         optimiser: AsyncSelfOptimiser,
         publisher: Publisher,
         results: AbstractExchange,
+        memory: RecordMemory,
+        follower: StateFollower,
     ) -> None:
         self._worker = worker
+        self._memory = memory
+        self._follower = follower
         self._optimiser = optimiser
         self._publisher = publisher
         self._results = results
@@ -246,8 +297,7 @@ class _PlanHandler:
                 await _settle(message, requeue=True)
                 self._metrics.plans_consumed.labels("requeued").inc()
                 return
-            records = await self._optimiser.enact(plan.actions, plan_id=plan.plan_id)
-        records += self._beyond_cap(plan, len(records))
+            records = await self._enact_once(plan, redelivered=bool(message.redelivered))
         # The actions are enacted: their records must go out, however long the broker takes.
         # Nacking would have the plan enacted again.
         unroutable = await self._publish_until_confirmed(plan.plan_id, records)
@@ -256,10 +306,12 @@ class _PlanHandler:
         self._metrics.plans_consumed.labels("acked" if acked else "requeued").inc()
         self._metrics.plan_duration.observe(elapsed)
         counts = Counter(r.status.value for r in records)
+        replayed = sum(1 for r in records if r.replay)
         log.info(
-            "plan %s: %d actions in %.1f ms: %s%s%s",
+            "plan %s: %d actions in %.1f ms: %s%s%s%s",
             plan.plan_id, len(plan.actions), elapsed * 1000,
             ", ".join(f"{s.value} {counts[s.value]}" for s in EnactmentStatus if counts[s.value]),
+            f"; {replayed} replayed (enacted before)" if replayed else "",
             f"; {unroutable} record(s) unroutable" if unroutable else "",
             "" if acked else "; ack lost with the channel, the broker will redeliver it",
         )  # fmt: skip
@@ -285,19 +337,46 @@ class _PlanHandler:
         except Exception as exc:  # RecursionError for deep nesting, and whatever else a body does
             raise _Unreadable("malformed", f"{type(exc).__name__}: {exc}") from None
 
-    def _beyond_cap(self, plan: Plan, looked_at: int) -> list[EnactmentRecord]:
+    async def _enact_once(self, plan: Plan, *, redelivered: bool) -> list[EnactmentRecord]:
+        """One record per action, in the plan's order; an action seen before is not enacted
+        again: its original record comes back marked ``replay``."""
+        if redelivered:
+            # Another worker (or this one, before a reconnect) may have enacted part of this
+            # plan: read the stream up to now before deciding what is new.
+            await self._follower.barrier(self._settings.state_timeout_s)
+        fresh = [a for a in plan.actions if self._memory.get(a.action_id) is None]
+        enacted: list[EnactmentRecord] = []
+        if fresh:
+            enacted = await self._optimiser.enact(fresh, plan_id=plan.plan_id)
+            enacted += self._beyond_cap(plan.plan_id, fresh[len(enacted) :])
+            for each in enacted:
+                self._follower.learn(each)
+        by_id = {r.action.action_id: r for r in enacted}
+        records = []
+        for action in plan.actions:
+            record = by_id.get(action.action_id)
+            if record is None:
+                original = self._memory.get(action.action_id)
+                assert original is not None  # not fresh, so remembered
+                self._metrics.actions_replayed.inc()
+                records.append(msgspec.structs.replace(original, replay=True))
+            else:
+                records.append(record)
+        return records
+
+    def _beyond_cap(self, plan_id: str, actions: list[ImprovementAction]) -> list[EnactmentRecord]:
         """SKIPPED records for the actions ``enact()`` did not look at, so each leaves a trace."""
         cap = self._settings.optimiser.max_enactments_per_cycle
         now = self._clock.now()
         skipped = [
             EnactmentRecord(
-                plan_id=plan.plan_id,
+                plan_id=plan_id,
                 action=action,
                 status=EnactmentStatus.SKIPPED,
                 detail=f"not enacted: max_enactments_per_cycle is {cap}",
                 attempted_at=now,
             )
-            for action in plan.actions[looked_at:]
+            for action in actions
         ]
         for record in skipped:
             self._optimiser_metrics.observe(record, dispatched=False)
