@@ -22,6 +22,7 @@ from tests.broker import Broker, discover_broker
 from worker import DetectorConfig, ManualClock, OptimiserConfig, Subsystems
 from worker.config import WorkerSettings
 from worker.service import Worker
+from worker.subsystem_server import SubsystemServer
 
 settings.register_profile("ci", max_examples=300, deadline=None)
 settings.register_profile("dev", max_examples=100, deadline=None)
@@ -185,3 +186,37 @@ async def start_worker(amqp_url: str, broker: Broker) -> AsyncIterator[WorkerSta
     for running in started:
         if not running.task.done():
             await running.shutdown()
+
+
+ServerStarter = Callable[[Subsystems], Awaitable[SubsystemServer]]
+
+
+@pytest.fixture
+async def serve(amqp_url: str, broker: Broker) -> AsyncIterator[ServerStarter]:
+    """Start SubsystemServers on the test's namespace; stopped after the test."""
+    running: list[tuple[asyncio.Event, asyncio.Task[None]]] = []
+
+    async def start(subsystems: Subsystems) -> SubsystemServer:
+        server = SubsystemServer(amqp_url, broker.names.namespace)
+        stop, ready = asyncio.Event(), asyncio.Event()
+        task = asyncio.create_task(server.serve(subsystems, stop=stop, ready=ready))
+        running.append((stop, task))
+        async with asyncio.timeout(20):
+            await ready.wait()
+        return server
+
+    yield start
+    for stop, task in running:
+        stop.set()
+        async with asyncio.timeout(20):
+            await task
+
+
+def plan_of(*kinds: str, plan_id: str = "p") -> dict[str, object]:
+    return {
+        "plan_id": plan_id,
+        "actions": [
+            {"action_id": f"{plan_id}-{i}", "module_name": f"m{i}", "action_kind": kind}
+            for i, kind in enumerate(kinds)
+        ],
+    }

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 
 import aio_pika
@@ -14,49 +13,15 @@ import pytest
 from schemas import EnactmentStatus, encode, routing_key
 from schemas.commands import ReplyOutcome, ShedLoad, SubsystemCommand, SubsystemReply, TuneThreshold
 from tests.broker import Broker
-from tests.conftest import WorkerStarter
+from tests.conftest import ServerStarter, WorkerStarter, plan_of
 from tests.test_worker import EXAMPLE_PLAN, no_op_plan
 from worker import OptimiserConfig, SubsystemResult, Subsystems, seed_subsystems
 from worker.demo import SimulatedCycle, SimulatedOrchestrator
 from worker.ports import LoadShed, ThresholdTuning
-from worker.subsystem_server import SubsystemServer
 
 pytestmark = pytest.mark.integration
 
 decode_reply = msgspec.json.Decoder(SubsystemReply).decode
-
-ServerStarter = Callable[[Subsystems], Awaitable[SubsystemServer]]
-
-
-@pytest.fixture
-async def serve(amqp_url: str, broker: Broker) -> AsyncIterator[ServerStarter]:
-    """Start SubsystemServers on the test's namespace; stopped after the test."""
-    running: list[tuple[asyncio.Event, asyncio.Task[None]]] = []
-
-    async def start(subsystems: Subsystems) -> SubsystemServer:
-        server = SubsystemServer(amqp_url, broker.names.namespace)
-        stop, ready = asyncio.Event(), asyncio.Event()
-        task = asyncio.create_task(server.serve(subsystems, stop=stop, ready=ready))
-        running.append((stop, task))
-        async with asyncio.timeout(20):
-            await ready.wait()
-        return server
-
-    yield start
-    for stop, task in running:
-        stop.set()
-        async with asyncio.timeout(20):
-            await task
-
-
-def plan_of(*kinds: str, plan_id: str = "p") -> dict[str, object]:
-    return {
-        "plan_id": plan_id,
-        "actions": [
-            {"action_id": f"{plan_id}-{i}", "module_name": f"m{i}", "action_kind": kind}
-            for i, kind in enumerate(kinds)
-        ],
-    }
 
 
 async def test_every_kind_acts_on_the_served_subsystems_as_the_records_say(

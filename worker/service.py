@@ -174,7 +174,7 @@ class Worker:
             window_s=settings.dedup_window_s, limit=settings.remember_limit, clock=self.clock
         )
         follower = StateFollower(memory, optimiser, self.names, clock=self.clock)
-        if not await self._restore(follower, consume_connection, stop):
+        if not await self._restore(follower, stop):
             return
         handler = _PlanHandler(
             self,
@@ -208,9 +208,7 @@ class Worker:
         self._state = "stopped"
         log.info("stopped")
 
-    async def _restore(
-        self, follower: StateFollower, connection: AbstractRobustConnection, stop: asyncio.Event
-    ) -> bool:
+    async def _restore(self, follower: StateFollower, stop: asyncio.Event) -> bool:
         """Read the guardrail state before consuming; fail closed (and retry) if it can't."""
         settings = self.settings
         delay = 1.0
@@ -218,7 +216,9 @@ class Worker:
             self._state = "restoring guardrail state"
             since = self.clock.now() - timedelta(seconds=settings.state_window_s)
             try:
-                await follower.start(connection, since=since, timeout_s=settings.state_timeout_s)
+                await follower.start(
+                    *self._connections, since=since, timeout_s=settings.state_timeout_s
+                )
                 return True
             except (StateUnavailable, aio_pika.exceptions.AMQPError, RuntimeError) as exc:
                 self._state = f"not consuming: guardrail state not restored ({exc})"

@@ -96,20 +96,31 @@ class StateFollower:
         self.records_read = 0
 
     async def start(
-        self, connection: AbstractRobustConnection, *, since: datetime, timeout_s: float
+        self,
+        reading: AbstractRobustConnection,
+        publishing: AbstractRobustConnection,
+        *,
+        since: datetime,
+        timeout_s: float,
     ) -> None:
-        """Follow the stream from ``since``; return once everything already in it is read."""
-        channel = await connection.channel()
-        self._channel = channel
+        """Follow the stream from ``since``; return once everything already in it is read.
+
+        Markers go out on the ``publishing`` connection: a connection that publishes can be
+        blocked by the broker (a resource alarm), and the reading one must never be.
+        """
+        channel = await reading.channel()
+        markers = await publishing.channel()
         try:
             await channel.set_qos(prefetch_count=STREAM_PREFETCH)
             stream = await channel.declare_queue(self._names.results_log, passive=True)
             await stream.consume(self._on_message, arguments={"x-stream-offset": since})
+            self._channel = markers
             await self.barrier(timeout_s)
         except BaseException:
             self._channel = None
-            with contextlib.suppress(Exception):
-                await channel.close()
+            for opened in (channel, markers):
+                with contextlib.suppress(Exception):
+                    await opened.close()
             raise
         log.info(
             "state restored from %s: %d records since %s, %d action ids remembered",

@@ -1,0 +1,145 @@
+"""Durable guardrail state on a real broker: no action enacted twice, cool-downs kept."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import shutil
+import uuid
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from urllib.parse import urlsplit
+
+import pytest
+from prometheus_client import CollectorRegistry
+
+from schemas import EnactmentStatus
+from tests.broker import Broker, rabbitmqctl
+from tests.conftest import ServerStarter, WorkerStarter, plan_of, wait_for
+from worker import SubsystemResult, Subsystems
+from worker.config import WorkerSettings
+from worker.ports import LoadShed
+from worker.service import Worker
+
+pytestmark = pytest.mark.integration
+
+
+@dataclass
+class CountingLoad:
+    """A load shedder that counts what it was really asked to do, per action id."""
+
+    applied: Counter[str] = field(default_factory=Counter)
+    pause_s: float = 0.0
+
+    async def shed_load(self, request: LoadShed) -> SubsystemResult:
+        if self.pause_s:
+            await asyncio.sleep(self.pause_s)
+        self.applied[request.action_id] += 1
+        return SubsystemResult(True, "shed")
+
+
+async def test_a_plan_sent_again_is_not_enacted_again_its_records_are_replayed(
+    broker: Broker, start_worker: WorkerStarter, serve: ServerStarter
+) -> None:
+    load = CountingLoad()
+    await serve(Subsystems(load=load))
+    running = await start_worker()
+    results = await broker.results_queue()
+    plan = plan_of("REDUCE_LOAD", "NO_OP", plan_id="again")
+
+    await broker.publish_plan(plan)
+    first = await broker.records(results.name, expect=2)
+    await broker.publish_plan(plan)
+    second = await broker.records(results.name, expect=2)
+
+    assert load.applied == {"again-0": 1}
+    assert [r.replay for r in first] == [False, False]
+    assert [r.replay for r in second] == [True, True]
+    assert [(r.status, r.detail, r.attempted_at) for r in second] == [
+        (r.status, r.detail, r.attempted_at) for r in first
+    ]
+    assert running.metric("asi_optimiser_actions_replayed_total") == 2
+    assert running.metric("asi_optimiser_enact_calls_total") == 1
+
+
+async def test_a_restarted_worker_remembers_what_was_enacted_and_the_cool_downs(
+    broker: Broker, start_worker: WorkerStarter, serve: ServerStarter
+) -> None:
+    load = CountingLoad()
+    await serve(Subsystems(load=load))
+    results = await broker.results_queue()
+    first_worker = await start_worker()
+    await broker.publish_plan(plan_of("REDUCE_LOAD", plan_id="before"))
+    [enacted] = await broker.records(results.name, expect=1)
+    assert enacted.status is EnactmentStatus.SUCCESS
+    await first_worker.shutdown()
+
+    await start_worker()  # a new worker: nothing in memory but what the stream gives back
+    await broker.publish_plan(plan_of("REDUCE_LOAD", plan_id="before"))  # sent again
+    await broker.publish_plan(plan_of("REDUCE_LOAD", plan_id="after"))  # same module, new id
+    replayed, limited = await broker.records(results.name, expect=2)
+
+    assert replayed.replay
+    assert replayed.status is EnactmentStatus.SUCCESS
+    assert limited.action.action_id == "after-0"
+    assert limited.status is EnactmentStatus.RATE_LIMITED  # the cool-down survived the restart
+    assert load.applied == {"before-0": 1}
+
+
+@pytest.fixture
+def user_who_cannot_read_the_stream(broker: Broker) -> Iterator[tuple[str, str]]:
+    """A broker user allowed everything but reading ``N.results.log``; (name, password)."""
+    if shutil.which("rabbitmqctl") is None:
+        pytest.skip("needs rabbitmqctl")
+    name, password = f"{broker.names.namespace}-user", uuid.uuid4().hex
+    stream = re.escape(broker.names.results_log)
+    rabbitmqctl("add_user", name, password)
+    try:
+        rabbitmqctl("set_permissions", "-p", "/", name, ".*", ".*", f"^(?!{stream}$).*")
+        yield name, password
+    finally:
+        rabbitmqctl("delete_user", name)
+
+
+async def test_without_its_state_the_worker_does_not_consume_and_says_why(
+    broker: Broker, amqp_url: str, user_who_cannot_read_the_stream: tuple[str, str]
+) -> None:
+    name, password = user_who_cannot_read_the_stream
+    parts = urlsplit(amqp_url)
+    url = f"amqp://{name}:{password}@{parts.hostname}:{parts.port or 5672}/"
+    settings = WorkerSettings(
+        amqp_url=url, namespace=broker.names.namespace, metrics_port=-1, state_timeout_s=2.0
+    )
+    worker = Worker(settings, registry=CollectorRegistry())
+    stop = asyncio.Event()
+    running = asyncio.create_task(worker.run(stop))
+    try:
+        await wait_for(
+            lambda: "guardrail state not restored" in worker.readiness()[1],
+            timeout=30,
+            what="the worker to say it cannot restore its state",
+        )
+        ready, why = worker.readiness()
+        assert not ready
+        assert why.startswith("not consuming: guardrail state not restored (")
+        assert "ACCESS_REFUSED" in why
+        assert await _consumers(broker) == 0
+
+        # Permission fixed: the worker restores its state on its next try, then consumes.
+        await asyncio.to_thread(rabbitmqctl, "set_permissions", "-p", "/", name, ".*", ".*", ".*")
+        await wait_for(lambda: worker.readiness()[0], timeout=60, what="the state restored")
+        assert await _consumers(broker) == 1
+    finally:
+        stop.set()
+        async with asyncio.timeout(30):
+            await running
+
+
+async def _consumers(broker: Broker) -> int:
+    channel = await broker.connection.channel()
+    try:
+        queue = await channel.declare_queue(broker.names.plans_queue, passive=True)
+        return int(queue.declaration_result.consumer_count or 0)
+    finally:
+        await channel.close()
