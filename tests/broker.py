@@ -21,7 +21,7 @@ import aio_pika
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractRobustConnection
 
 from schemas import EnactmentRecord, decode_record
-from worker.topology import Names
+from worker.topology import DELIVERY_LIMIT, Names
 
 LOCAL_URL = "amqp://guest:guest@127.0.0.1:5672/"
 
@@ -97,6 +97,7 @@ class Broker:
     connection: AbstractRobustConnection
     channel: AbstractChannel
     extra_queues: list[str] = field(default_factory=list)
+    delivery_limit: int = DELIVERY_LIMIT
 
     @classmethod
     async def open(cls, url: str, namespace: str) -> Broker:
@@ -108,7 +109,7 @@ class Broker:
         """Declare what the worker declares, so the test can publish before it starts."""
         from worker.topology import declare  # noqa: PLC0415
 
-        await declare(self.channel, self.names)
+        await declare(self.channel, self.names, delivery_limit=self.delivery_limit)
 
     async def publish_plan(self, body: bytes | str | dict[str, Any], **properties: Any) -> None:
         if isinstance(body, dict):

@@ -297,6 +297,9 @@ class _PlanHandler:
                 await _settle(message, requeue=True)
                 self._metrics.plans_consumed.labels("requeued").inc()
                 return
+            if message.redelivered:
+                count = (message.headers or {}).get("x-delivery-count", "?")
+                log.info("plan %s redelivered (delivery count %s)", plan.plan_id, count)
             records = await self._enact_once(plan, redelivered=bool(message.redelivered))
         # The actions are enacted: their records must go out, however long the broker takes.
         # Nacking would have the plan enacted again.

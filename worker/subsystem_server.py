@@ -72,6 +72,7 @@ class SubsystemServer:
         # action_id -> its reply (answered) or the reply being worked out (in progress)
         self._replies: OrderedDict[str, asyncio.Future[SubsystemReply]] = OrderedDict()
         self.applied = 0  # commands applied to a port, repeats excluded
+        self.received = 0  # commands received, repeats included
 
     async def serve(
         self,
@@ -193,6 +194,7 @@ class SubsystemServer:
                 outcome=ReplyOutcome.REJECTED,
                 detail=f"unreadable command: {exc}"[:2000],
             )
+        self.received += 1
         earlier = self._replies.get(command.action_id)
         if earlier is not None:  # a repeat: the first reply, nothing applied
             self._replies.move_to_end(command.action_id)

@@ -1,0 +1,214 @@
+"""Crashes and failover with workers as real processes: nothing lost, nothing enacted twice.
+
+The subsystem is served in the test process and counts what it is really asked to do, per
+action id: that count must be exactly one for every action, whatever happened to the worker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections import Counter
+
+import aio_pika
+import pytest
+
+from schemas import EnactmentRecord, EnactmentStatus, decode_record
+from tests.broker import Broker
+from tests.conftest import ServerStarter, plan_of
+from tests.processes import WorkerProcess
+from tests.test_state import CountingLoad
+from worker import Subsystems
+
+pytestmark = pytest.mark.integration
+
+PLANS = 40
+ACTIONS_PER_PLAN = 3
+
+
+def spread_plans(prefix: str, count: int = PLANS) -> list[dict[str, object]]:
+    """Plans of REDUCE_LOAD actions, each on a module of its own (no cool-down between them)."""
+    plans = []
+    for p in range(count):
+        plan_id = f"{prefix}{p}"
+        plans.append(
+            {
+                "plan_id": plan_id,
+                "actions": [
+                    {"action_id": f"{plan_id}-{i}", "module_name": f"{plan_id}.m{i}",
+                     "action_kind": "REDUCE_LOAD"}
+                    for i in range(ACTIONS_PER_PLAN)
+                ],
+            }
+        )  # fmt: skip
+    return plans
+
+
+class RecordLog:
+    """Every record that lands on a results queue, from a consumer that runs all along."""
+
+    def __init__(self) -> None:
+        self.records: list[EnactmentRecord] = []
+
+    async def follow(self, queue: aio_pika.abc.AbstractQueue) -> None:
+        async def take(message: aio_pika.abc.AbstractIncomingMessage) -> None:
+            self.records.append(decode_record(message.body))
+
+        await queue.consume(take, no_ack=True)
+
+    def action_ids(self) -> set[str]:
+        return {r.action.action_id for r in self.records}
+
+    async def until_all(self, expected: set[str], timeout: float = 90.0) -> None:
+        async with asyncio.timeout(timeout):
+            while not expected <= self.action_ids():
+                await asyncio.sleep(0.1)
+
+
+def report(what: str, load: CountingLoad, log: RecordLog, server_received: int) -> str:
+    copies = Counter(r.action.action_id for r in log.records)
+    return (
+        f"{what}: {len(load.applied)} actions applied, max {max(load.applied.values())} time(s) "
+        f"each; {len(log.records)} records for {len(copies)} actions "
+        f"({sum(1 for r in log.records if r.replay)} replays); "
+        f"{server_received} commands received by the subsystem"
+    )
+
+
+async def test_sigkill_mid_plan_then_restart_enacts_every_action_exactly_once(
+    broker: Broker, amqp_url: str, serve: ServerStarter
+) -> None:
+    load = CountingLoad(pause_s=0.03)
+    server = await serve(Subsystems(load=load))
+    log = RecordLog()
+    await log.follow(await broker.results_queue())
+    plans = spread_plans("k")
+    for plan in plans:
+        await broker.publish_plan(plan)
+
+    first = await WorkerProcess(amqp_url, broker.names.namespace).start()
+    await first.wait_consuming()
+    async with asyncio.timeout(60):
+        while len(load.applied) < 20:
+            await asyncio.sleep(0.01)
+    first.kill()
+    await first.wait()
+
+    second = await WorkerProcess(amqp_url, broker.names.namespace).start()
+    expected = {f"{p['plan_id']}-{i}" for p in plans for i in range(ACTIONS_PER_PLAN)}
+    await log.until_all(expected)
+    assert await second.stop() == 0
+
+    print(report("sigkill", load, log, server.received))
+    assert set(load.applied) == expected
+    assert set(load.applied.values()) == {1}, "an action was enacted twice"
+    assert log.action_ids() == expected, "an action has no record"
+    assert await broker.depth(broker.names.plans_queue) == 0
+
+
+async def test_the_standby_takes_over_when_the_active_worker_dies_and_keeps_its_guardrails(
+    broker: Broker, amqp_url: str, serve: ServerStarter
+) -> None:
+    load = CountingLoad(pause_s=0.03)
+    server = await serve(Subsystems(load=load))
+    log = RecordLog()
+    await log.follow(await broker.results_queue())
+    active = await WorkerProcess(amqp_url, broker.names.namespace).start()
+    await active.wait_consuming()
+    standby = await WorkerProcess(amqp_url, broker.names.namespace).start()
+    await standby.wait_consuming()  # registered; the broker keeps it idle while active lives
+
+    plans = spread_plans("f")
+    for plan in plans:
+        await broker.publish_plan(plan)
+    async with asyncio.timeout(60):
+        while len(load.applied) < 20:
+            await asyncio.sleep(0.01)
+    active.kill()
+    killed_at = asyncio.get_running_loop().time()
+    applied_at_kill = len(load.applied)
+    async with asyncio.timeout(30):
+        while len(load.applied) <= applied_at_kill + 1:
+            await asyncio.sleep(0.01)
+    takeover_s = asyncio.get_running_loop().time() - killed_at
+
+    expected = {f"{p['plan_id']}-{i}" for p in plans for i in range(ACTIONS_PER_PLAN)}
+    await log.until_all(expected)
+    # Right after the failover, a module the dead worker changed is still cooling down.
+    done_by_active = next(r for r in log.records if r.status is EnactmentStatus.SUCCESS)
+    probe = plan_of("REDUCE_LOAD", plan_id="probe")
+    probe["actions"][0]["module_name"] = done_by_active.action.module_name  # type: ignore[index]
+    await broker.publish_plan(probe)
+    await log.until_all({"probe-0"})
+    [probed] = [r for r in log.records if r.action.action_id == "probe-0"]
+    assert await standby.stop() == 0
+
+    print(report("failover", load, log, server.received), f"; takeover in {takeover_s:.2f}s")
+    assert takeover_s < 10
+    assert set(load.applied.values()) == {1}, "an action was enacted twice"
+    assert log.action_ids() >= expected
+    assert probed.status is EnactmentStatus.RATE_LIMITED
+
+
+async def test_a_plan_that_keeps_crashing_the_worker_ends_in_the_dead_letter_queue(
+    broker: Broker, amqp_url: str
+) -> None:
+    broker.delivery_limit = 2
+    log = RecordLog()
+    await log.follow(await broker.results_queue())
+    worker: list[WorkerProcess] = []
+
+    # A load shedder that brings down whichever worker asks it about module "poison".
+    commands = await broker.channel.declare_queue(
+        broker.names.command_queue("load"), auto_delete=True
+    )
+    await commands.bind(broker.names.commands_exchange, "load.*")
+
+    async def shed(message: aio_pika.abc.AbstractIncomingMessage) -> None:
+        async with message.process():
+            if json.loads(message.body)["module"] == "poison":
+                worker[-1].kill()
+                return
+            reply = {"action_id": message.message_id, "outcome": "SUCCESS", "detail": "shed"}
+            await broker.channel.default_exchange.publish(
+                aio_pika.Message(json.dumps(reply).encode(), correlation_id=message.correlation_id),
+                routing_key=message.reply_to or "",
+            )
+
+    await commands.consume(shed)
+    dead_letters: list[aio_pika.abc.AbstractIncomingMessage] = []
+    dead_queue = await broker.channel.declare_queue(broker.names.dead_queue, passive=True)
+
+    async def keep(message: aio_pika.abc.AbstractIncomingMessage) -> None:
+        dead_letters.append(message)
+
+    await dead_queue.consume(keep, no_ack=True)
+    poison = plan_of("REDUCE_LOAD", plan_id="poison")
+    poison["actions"][0]["module_name"] = "poison"  # type: ignore[index]
+    await broker.publish_plan(poison)
+
+    async def replace_dead_worker() -> None:
+        # prefetch 1: plans prefetched behind a crashing one are charged a delivery too
+        if not worker or worker[-1].returncode is not None:
+            worker.append(
+                await WorkerProcess(
+                    amqp_url, broker.names.namespace, delivery_limit="2", prefetch="1"
+                ).start()
+            )
+
+    async with asyncio.timeout(120):
+        while not dead_letters:
+            await replace_dead_worker()
+            await asyncio.sleep(0.2)
+    await replace_dead_worker()  # the crash that dead-lettered it left none running
+    after = spread_plans("after", count=3)
+    for plan in after:
+        await broker.publish_plan(plan)
+    await log.until_all({f"after{p}-{i}" for p in range(3) for i in range(ACTIONS_PER_PLAN)})
+    assert await worker[-1].stop() == 0
+
+    [dead] = dead_letters
+    assert json.loads(dead.body)["plan_id"] == "poison"
+    assert dead.headers["x-first-death-reason"] == "delivery_limit"
+    assert "poison-0" not in log.action_ids()
+    print(f"poison: dead-lettered after {len(worker) - 1} worker start(s)")
