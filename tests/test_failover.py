@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import asyncio
 import json
+import shutil
 from collections import Counter
+from collections.abc import Iterator
 
 import aio_pika
 import pytest
 
 from schemas import EnactmentRecord, EnactmentStatus, decode_record
-from tests.broker import Broker
+from tests.broker import Broker, rabbitmqctl
 from tests.conftest import ServerStarter, plan_of
 from tests.processes import WorkerProcess
 from tests.test_state import CountingLoad
@@ -212,3 +214,84 @@ async def test_a_plan_that_keeps_crashing_the_worker_ends_in_the_dead_letter_que
     assert dead.headers["x-first-death-reason"] == "delivery_limit"
     assert "poison-0" not in log.action_ids()
     print(f"poison: dead-lettered after {len(worker) - 1} worker start(s)")
+
+
+@pytest.fixture
+def broker_app() -> Iterator[None]:
+    """Lets a test stop the broker's application; it is always started again afterwards."""
+    if shutil.which("rabbitmqctl") is None:
+        pytest.skip("needs rabbitmqctl")
+    try:
+        yield
+    finally:
+        rabbitmqctl("start_app")
+        rabbitmqctl("await_startup")
+
+
+async def test_a_broker_restart_loses_nothing_and_enacts_nothing_twice(
+    broker: Broker, amqp_url: str, serve: ServerStarter, broker_app: None
+) -> None:
+    load = CountingLoad(pause_s=0.02)
+    server = await serve(Subsystems(load=load))
+    log = RecordLog()
+    await log.follow(await broker.results_queue())
+    worker = await WorkerProcess(amqp_url, broker.names.namespace).start()
+    await worker.wait_consuming()
+    before, after = spread_plans("b", count=10), spread_plans("a", count=10)
+    for plan in before:
+        await broker.publish_plan(plan)
+    async with asyncio.timeout(60):
+        while len(load.applied) < 5:
+            await asyncio.sleep(0.01)
+
+    await asyncio.to_thread(rabbitmqctl, "stop_app")
+    await asyncio.sleep(2)
+    await asyncio.to_thread(rabbitmqctl, "start_app")
+    await asyncio.to_thread(rabbitmqctl, "await_startup")
+    async with asyncio.timeout(60):  # the test's own connection comes back too
+        while True:
+            try:
+                for plan in after:
+                    await broker.publish_plan(plan)
+                break
+            except Exception:
+                await asyncio.sleep(0.5)
+
+    expected = {f"{p['plan_id']}-{i}" for p in before + after for i in range(ACTIONS_PER_PLAN)}
+    await log.until_all(expected, timeout=120)
+    assert await worker.stop() == 0
+    print(report("broker restart", load, log, server.received))
+    assert set(load.applied) == expected
+    assert set(load.applied.values()) == {1}, "an action was enacted twice"
+
+
+async def test_all_connections_closed_mid_flight_loses_nothing_and_enacts_nothing_twice(
+    broker: Broker, amqp_url: str, serve: ServerStarter
+) -> None:
+    load = CountingLoad(pause_s=0.02)
+    server = await serve(Subsystems(load=load))
+    log = RecordLog()
+    await log.follow(await broker.results_queue())
+    worker = await WorkerProcess(amqp_url, broker.names.namespace, subsystem_timeout_s="5").start()
+    await worker.wait_consuming()
+    plans = spread_plans("c")
+    for plan in plans:
+        await broker.publish_plan(plan)
+    async with asyncio.timeout(60):
+        while len(load.applied) < 20:
+            await asyncio.sleep(0.01)
+
+    # Everyone's connections: the worker's, the subsystem's and this test's.
+    await asyncio.to_thread(rabbitmqctl, "close_all_connections", "fault test")
+
+    expected = {f"{p['plan_id']}-{i}" for p in plans for i in range(ACTIONS_PER_PLAN)}
+    await log.until_all(expected, timeout=120)
+    assert await worker.stop() == 0
+    print(report("close_all_connections", load, log, server.received))
+    # Every action once at most, and every action the subsystem did not apply has a record
+    # that says it failed: none claims a change that did not happen.
+    assert set(load.applied.values()) == {1}, "an action was enacted twice"
+    for record in log.records:
+        if record.action.action_id not in load.applied:
+            assert record.status is EnactmentStatus.FAILED, record
+            print("not applied:", record.action.action_id, record.detail)
