@@ -21,6 +21,7 @@ from worker import SubsystemResult, Subsystems
 from worker.config import WorkerSettings
 from worker.ports import LoadShed
 from worker.service import Worker
+from worker.topology import TopologyMismatch
 
 pytestmark = pytest.mark.integration
 
@@ -143,3 +144,14 @@ async def _consumers(broker: Broker) -> int:
         return int(queue.declaration_result.consumer_count or 0)
     finally:
         await channel.close()
+
+
+async def test_a_classic_plans_queue_from_an_older_version_is_refused_with_a_clear_message(
+    broker: Broker, start_worker: WorkerStarter
+) -> None:
+    await broker.channel.declare_queue(broker.names.plans_queue, durable=True)  # classic
+    with pytest.raises(TopologyMismatch) as refused:
+        await start_worker()
+    message = str(refused.value)
+    assert "PRECONDITION_FAILED" in message
+    assert "cannot be changed in place: move its messages and delete it" in message
