@@ -184,11 +184,15 @@ class Broker:
     async def close(self) -> None:
         """Delete every queue and exchange of the namespace, then disconnect."""
         names = self.names
-        channel = await self.connection.channel()
+        # A connection of its own: a fault test may have just had the broker close ours.
+        cleaner = await aio_pika.connect(self.url)
+        channel = await cleaner.channel()
         for queue in [*names.queues, *self.extra_queues]:
             with suppress(Exception):
                 await channel.queue_delete(queue)
         for exchange in names.exchanges:
             with suppress(Exception):
                 await channel.exchange_delete(exchange)
-        await self.connection.close()
+        await cleaner.close()
+        with suppress(Exception):
+            await self.connection.close()
