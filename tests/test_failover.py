@@ -11,6 +11,7 @@ import json
 import shutil
 from collections import Counter
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 import aio_pika
 import pytest
@@ -21,6 +22,7 @@ from tests.conftest import ServerStarter, plan_of
 from tests.processes import WorkerProcess
 from tests.test_state import CountingLoad
 from worker import Subsystems
+from worker.subsystem_server import SubsystemServer
 
 pytestmark = pytest.mark.integration
 
@@ -67,6 +69,29 @@ class RecordLog:
                 await asyncio.sleep(0.1)
 
 
+@dataclass
+class Counted:
+    """A served load shedder that counts what it applies, and every record that lands."""
+
+    load: CountingLoad
+    server: SubsystemServer
+    log: RecordLog
+
+    async def until_applied(self, count: int) -> None:
+        async with asyncio.timeout(60):
+            while len(self.load.applied) < count:
+                await asyncio.sleep(0.01)
+
+
+@pytest.fixture
+async def counted(broker: Broker, serve: ServerStarter) -> Counted:
+    load = CountingLoad(pause_s=0.02)
+    server = await serve(Subsystems(load=load))
+    log = RecordLog()
+    await log.follow(await broker.results_queue())
+    return Counted(load, server, log)
+
+
 def report(what: str, load: CountingLoad, log: RecordLog, server_received: int) -> str:
     copies = Counter(r.action.action_id for r in log.records)
     return (
@@ -78,21 +103,16 @@ def report(what: str, load: CountingLoad, log: RecordLog, server_received: int) 
 
 
 async def test_sigkill_mid_plan_then_restart_enacts_every_action_exactly_once(
-    broker: Broker, amqp_url: str, serve: ServerStarter
+    broker: Broker, amqp_url: str, counted: Counted
 ) -> None:
-    load = CountingLoad(pause_s=0.03)
-    server = await serve(Subsystems(load=load))
-    log = RecordLog()
-    await log.follow(await broker.results_queue())
+    load, server, log = counted.load, counted.server, counted.log
     plans = spread_plans("k")
     for plan in plans:
         await broker.publish_plan(plan)
 
     first = await WorkerProcess(amqp_url, broker.names.namespace).start()
     await first.wait_consuming()
-    async with asyncio.timeout(60):
-        while len(load.applied) < 20:
-            await asyncio.sleep(0.01)
+    await counted.until_applied(20)
     first.kill()
     await first.wait()
 
@@ -109,12 +129,9 @@ async def test_sigkill_mid_plan_then_restart_enacts_every_action_exactly_once(
 
 
 async def test_the_standby_takes_over_when_the_active_worker_dies_and_keeps_its_guardrails(
-    broker: Broker, amqp_url: str, serve: ServerStarter
+    broker: Broker, amqp_url: str, counted: Counted
 ) -> None:
-    load = CountingLoad(pause_s=0.03)
-    server = await serve(Subsystems(load=load))
-    log = RecordLog()
-    await log.follow(await broker.results_queue())
+    load, server, log = counted.load, counted.server, counted.log
     active = await WorkerProcess(amqp_url, broker.names.namespace).start()
     await active.wait_consuming()
     standby = await WorkerProcess(amqp_url, broker.names.namespace).start()
@@ -123,9 +140,7 @@ async def test_the_standby_takes_over_when_the_active_worker_dies_and_keeps_its_
     plans = spread_plans("f")
     for plan in plans:
         await broker.publish_plan(plan)
-    async with asyncio.timeout(60):
-        while len(load.applied) < 20:
-            await asyncio.sleep(0.01)
+    await counted.until_applied(20)
     active.kill()
     killed_at = asyncio.get_running_loop().time()
     applied_at_kill = len(load.applied)
@@ -229,20 +244,15 @@ def broker_app() -> Iterator[None]:
 
 
 async def test_a_broker_restart_loses_nothing_and_enacts_nothing_twice(
-    broker: Broker, amqp_url: str, serve: ServerStarter, broker_app: None
+    broker: Broker, amqp_url: str, counted: Counted, broker_app: None
 ) -> None:
-    load = CountingLoad(pause_s=0.02)
-    server = await serve(Subsystems(load=load))
-    log = RecordLog()
-    await log.follow(await broker.results_queue())
+    load, server, log = counted.load, counted.server, counted.log
     worker = await WorkerProcess(amqp_url, broker.names.namespace).start()
     await worker.wait_consuming()
     before, after = spread_plans("b", count=10), spread_plans("a", count=10)
     for plan in before:
         await broker.publish_plan(plan)
-    async with asyncio.timeout(60):
-        while len(load.applied) < 5:
-            await asyncio.sleep(0.01)
+    await counted.until_applied(5)
 
     await asyncio.to_thread(rabbitmqctl, "stop_app")
     await asyncio.sleep(2)
@@ -266,20 +276,15 @@ async def test_a_broker_restart_loses_nothing_and_enacts_nothing_twice(
 
 
 async def test_all_connections_closed_mid_flight_loses_nothing_and_enacts_nothing_twice(
-    broker: Broker, amqp_url: str, serve: ServerStarter
+    broker: Broker, amqp_url: str, counted: Counted
 ) -> None:
-    load = CountingLoad(pause_s=0.02)
-    server = await serve(Subsystems(load=load))
-    log = RecordLog()
-    await log.follow(await broker.results_queue())
+    load, server, log = counted.load, counted.server, counted.log
     worker = await WorkerProcess(amqp_url, broker.names.namespace, subsystem_timeout_s="5").start()
     await worker.wait_consuming()
     plans = spread_plans("c")
     for plan in plans:
         await broker.publish_plan(plan)
-    async with asyncio.timeout(60):
-        while len(load.applied) < 20:
-            await asyncio.sleep(0.01)
+    await counted.until_applied(20)
 
     # Everyone's connections: the worker's, the subsystem's and this test's.
     await asyncio.to_thread(rabbitmqctl, "close_all_connections", "fault test")

@@ -87,6 +87,8 @@ class Worker:
         self._subsystems = subsystems  # None: the subsystem servers, over AMQP
         self.clock: Clock = clock or SystemClock()
         self.metrics = WorkerMetrics(registry)
+        # Read at scrape time, so the gauge follows a reconnect as /readyz does.
+        self.metrics.ready.set_function(lambda: 1.0 if self.readiness()[0] else 0.0)
         self.optimiser_metrics = OptimiserMetrics(registry)
         self._state = "starting"
         self._connections: list[AbstractRobustConnection] = []
@@ -122,7 +124,6 @@ class Worker:
         try:
             await self._serve(stop)
         finally:
-            self.metrics.ready.set(0)
             for connection in reversed(self._connections):
                 await _close(connection, self.settings.connect_timeout_s)
             await health.close()
@@ -187,13 +188,11 @@ class Worker:
 
         consumer_tag = await topology.plans.consume(self._track(handler.handle))
         self._state = "consuming"
-        self.metrics.ready.set(1)
         log.info("consuming %s (prefetch %d)", self.names.plans_queue, settings.prefetch)
         await stop.wait()
 
         self._state = "stopping"
         self._stopping = True
-        self.metrics.ready.set(0)
         log.info("stopping: no new plans; finishing %d in hand", len(self._handlers))
         try:
             # Bounded: with the broker gone, aio-pika would wait for a reconnect first.
