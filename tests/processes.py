@@ -57,6 +57,11 @@ class WorkerProcess:
                     raise AssertionError("worker exited:\n" + "\n".join(self.lines[-20:]))
                 await asyncio.sleep(0.05)
 
+    def terminate(self) -> None:
+        """SIGTERM, without waiting."""
+        assert self._process is not None
+        self._process.send_signal(signal.SIGTERM)
+
     def kill(self) -> None:
         """SIGKILL: no goodbye, no acks, no closing of channels."""
         assert self._process is not None

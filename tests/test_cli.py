@@ -80,10 +80,10 @@ def test_a_bad_duration_is_refused_with_a_reason(
     assert "--duration" in capsys.readouterr().err
 
 
-@pytest.mark.integration
-def test_the_live_demo_exits_zero_with_every_status_it_claims(amqp_url: str) -> None:
+def run_demo_command(amqp_url: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """``self-optimiser demo ARGS`` against the test broker; it must exit 0."""
     done = subprocess.run(
-        [sys.executable, "-m", "worker.cli", "demo", "--duration", "5", "--seed", "5"],
+        [sys.executable, "-m", "worker.cli", "demo", *args],
         cwd=ROOT,
         env={**os.environ, "OPTIMISER_AMQP_URL": amqp_url},
         capture_output=True,
@@ -92,6 +92,12 @@ def test_the_live_demo_exits_zero_with_every_status_it_claims(amqp_url: str) -> 
         check=False,
     )
     assert done.returncode == 0, done.stderr
+    return done
+
+
+@pytest.mark.integration
+def test_the_live_demo_exits_zero_with_every_status_it_claims(amqp_url: str) -> None:
+    done = run_demo_command(amqp_url, "--duration", "5", "--seed", "5")
     assert "namespace optimiser-demo-" in done.stdout
     summary = done.stdout.strip().splitlines()[-1]
     counts = dict(re.findall(r"(SUCCESS|FAILED|SKIPPED|RATE_LIMITED) (\d+)", summary))
@@ -104,15 +110,6 @@ def test_the_live_demo_exits_zero_with_every_status_it_claims(amqp_url: str) -> 
 
 @pytest.mark.integration
 def test_the_live_dry_run_demo_enacts_nothing(amqp_url: str) -> None:
-    done = subprocess.run(
-        [sys.executable, "-m", "worker.cli", "demo", "--duration", "2", "--dry-run"],
-        cwd=ROOT,
-        env={**os.environ, "OPTIMISER_AMQP_URL": amqp_url},
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr
+    done = run_demo_command(amqp_url, "--duration", "2", "--dry-run")
     assert "SUCCESS 0, FAILED 0, SKIPPED " in done.stdout
     assert "RATE_LIMITED 0; 0 sent for review" in done.stdout

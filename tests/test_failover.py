@@ -21,7 +21,8 @@ from tests.broker import Broker, rabbitmqctl
 from tests.conftest import ServerStarter, plan_of
 from tests.processes import WorkerProcess
 from tests.test_state import CountingLoad
-from worker import Subsystems
+from worker import SubsystemResult, Subsystems
+from worker.ports import LoadShed
 from worker.subsystem_server import SubsystemServer
 
 pytestmark = pytest.mark.integration
@@ -300,3 +301,32 @@ async def test_all_connections_closed_mid_flight_loses_nothing_and_enacts_nothin
         if record.action.action_id not in load.applied:
             assert record.status is EnactmentStatus.FAILED, record
             print("not applied:", record.action.action_id, record.detail)
+
+
+class Silent:
+    async def shed_load(self, request: LoadShed) -> SubsystemResult:
+        await asyncio.Event().wait()
+        raise AssertionError("unreachable")
+
+
+async def test_a_second_sigterm_ends_a_worker_that_is_still_draining(
+    broker: Broker, amqp_url: str, serve: ServerStarter
+) -> None:
+    server = await serve(Subsystems(load=Silent()))
+    await broker.declare_topology()
+    worker = await WorkerProcess(
+        amqp_url, broker.names.namespace, subsystem_timeout_s="120", shutdown_grace_s="120"
+    ).start()
+    await worker.wait_consuming()
+    await broker.publish_plan(plan_of("REDUCE_LOAD", plan_id="stuck"))
+    async with asyncio.timeout(30):  # the plan is in hand, waiting on a silent subsystem
+        while server.received < 1:
+            await asyncio.sleep(0.05)
+
+    worker.terminate()  # first: drain, which would take up to 120 s here
+    await asyncio.sleep(1.0)
+    assert worker.returncode is None
+    worker.terminate()  # second: now
+    assert await worker.wait(timeout=10) == 1
+    assert any("second SIGTERM: exiting now" in line for line in worker.lines)
+    assert await broker.depth(broker.names.plans_queue) == 1  # the plan went back to the queue
