@@ -19,6 +19,7 @@ from prometheus_client import CollectorRegistry
 
 from schemas import ActionKind, ImprovementAction
 from tests.broker import Broker, discover_broker
+from tests.processes import WorkerProcess
 from worker import DetectorConfig, ManualClock, OptimiserConfig, Subsystems
 from worker.config import WorkerSettings
 from worker.service import Worker
@@ -220,3 +221,14 @@ def plan_of(*kinds: str, plan_id: str = "p") -> dict[str, object]:
             for i, kind in enumerate(kinds)
         ],
     }
+
+
+@pytest.fixture(autouse=True)
+async def no_worker_process_left() -> AsyncIterator[None]:
+    """A test that fails half-way must not leave a worker process consuming behind it."""
+    yield
+    while WorkerProcess.started:
+        process = WorkerProcess.started.pop()
+        if process.returncode is None:
+            process.kill()
+            await process.wait(timeout=10)

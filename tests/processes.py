@@ -7,12 +7,16 @@ import os
 import signal
 import sys
 from pathlib import Path
+from typing import ClassVar
 
 ROOT = Path(__file__).parent.parent
 
 
 class WorkerProcess:
     """``self-optimiser run`` in a subprocess; its log lines are kept in ``lines``."""
+
+    #: Every one started, so that a failed test leaves none running (see conftest).
+    started: ClassVar[list[WorkerProcess]] = []
 
     def __init__(self, amqp_url: str, namespace: str, **settings: str) -> None:
         self.env = {
@@ -41,6 +45,7 @@ class WorkerProcess:
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
         )  # fmt: skip
         self._reader = asyncio.create_task(self._read())
+        WorkerProcess.started.append(self)
         return self
 
     async def _read(self) -> None:
