@@ -132,6 +132,10 @@ class DemoReport:
     final_threshold_ms: float = 0.0
     final_budgets: dict[str, float] = field(default_factory=dict)
 
+    def counts(self) -> str:
+        """``SUCCESS 3, FAILED 1, ...``: every status, in the schema's order."""
+        return ", ".join(f"{s.value} {self.statuses[s.value]}" for s in EnactmentStatus)
+
 
 async def run_demo(
     *,
@@ -178,6 +182,5 @@ async def run_demo(
         await asyncio.sleep(min(interval_s, max(0.0, deadline - loop.time())))
     report.final_threshold_ms = cycle._detector_config.latency_p95_threshold_ms
     report.final_budgets = dict(cycle._budget_map)
-    counts = ", ".join(f"{s.value} {report.statuses[s.value]}" for s in EnactmentStatus)
-    out(f"done: {report.plans} plans; {counts}; {report.review_items} sent for review")
+    out(f"done: {report.plans} plans; {report.counts()}; {report.review_items} sent for review")
     return report

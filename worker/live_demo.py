@@ -20,7 +20,7 @@ import aio_pika
 from aio_pika.abc import AbstractIncomingMessage
 from prometheus_client import CollectorRegistry
 
-from schemas import EnactmentStatus, decode_record, encode
+from schemas import decode_record, encode
 from worker.config import WorkerSettings
 from worker.demo import DemoReport, SimulatedCycle, SimulatedOrchestrator, SimulatedPlanner
 from worker.guardrails import OptimiserConfig
@@ -120,9 +120,8 @@ async def run_live_demo(
 
     report.final_threshold_ms = cycle._detector_config.latency_p95_threshold_ms
     report.final_budgets = dict(cycle._budget_map)
-    counts = ", ".join(f"{s.value} {report.statuses[s.value]}" for s in EnactmentStatus)
     out(
-        f"done: {report.plans} plans; {counts}; {report.review_items} sent for review; "
+        f"done: {report.plans} plans; {report.counts()}; {report.review_items} sent for review; "
         f"{report.parked} unreadable plan(s) parked"
     )
     return report

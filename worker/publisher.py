@@ -16,12 +16,15 @@ import aio_pika
 import aiormq
 from aio_pika.abc import AbstractChannel, AbstractExchange
 from aiormq.abc import DeliveredMessage
+from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
 from worker.errors import OptimiserError
 
 log = logging.getLogger(__name__)
 
 PERSISTENT: Final = aio_pika.DeliveryMode.PERSISTENT
+#: Attempts of ``publish_idempotent`` before its ``PublishFailed`` reaches the caller.
+IDEMPOTENT_ATTEMPTS: Final = 3
 
 
 class PublishFailed(OptimiserError):
@@ -89,3 +92,22 @@ class Publisher:
                 del self._in_flight[message_id]
                 done.set_result(None)
         return not isinstance(result, DeliveredMessage)
+
+    async def publish_idempotent(
+        self, exchange: AbstractExchange, routing_key: str, message: aio_pika.Message
+    ) -> bool:
+        """``publish``, retried with backoff when the broker did not confirm.
+
+        Only for a message whose ``message_id`` lets its reader drop a repeat: a publish that
+        timed out may have landed after all.
+        """
+        retrying = AsyncRetrying(
+            stop=stop_after_attempt(IDEMPOTENT_ATTEMPTS),
+            wait=wait_exponential(multiplier=0.2, max=2.0),
+            retry=retry_if_exception_type(PublishFailed),
+            reraise=True,
+        )
+        async for attempt in retrying:
+            with attempt:
+                return await self.publish(exchange, routing_key, message)
+        raise AssertionError("unreachable: tenacity either returns or raises")  # pragma: no cover

@@ -20,7 +20,6 @@ from typing import Final
 import aio_pika
 import msgspec
 from aio_pika.abc import AbstractExchange, AbstractIncomingMessage, AbstractRobustConnection
-from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
 from schemas import encode
 from schemas.codec import JSON
@@ -45,13 +44,12 @@ from worker.ports import (
     Subsystems,
     ThresholdTuning,
 )
-from worker.publisher import Publisher, PublishFailed
+from worker.publisher import Publisher
 from worker.topology import Names
 
 log = logging.getLogger(__name__)
 
 DIRECT_REPLY_TO: Final = "amq.rabbitmq.reply-to"
-PUBLISH_ATTEMPTS: Final = 3
 _reply_decoder: Final = msgspec.json.Decoder(SubsystemReply)
 
 
@@ -136,7 +134,8 @@ class RemoteSubsystems:
                 expiration=self._timeout_s,  # not consumed in time: the broker drops it
                 type="subsystem_command",
             )
-            if not await self._publish(key, message):
+            # Retried when unconfirmed: the command's action_id makes a repeat harmless.
+            if not await self._publisher.publish_idempotent(self._commands, key, message):
                 raise SubsystemUnavailable(f"no {owner} listening")
             answer = await reply
         finally:
@@ -150,18 +149,6 @@ class RemoteSubsystems:
         if answer.outcome is ReplyOutcome.REJECTED:
             return SubsystemResult(False, f"{owner} rejected it: {answer.detail}")
         return SubsystemResult(False, f"{owner} failed: {answer.detail}")
-
-    async def _publish(self, routing_key: str, message: aio_pika.Message) -> bool:
-        retrying = AsyncRetrying(
-            stop=stop_after_attempt(PUBLISH_ATTEMPTS),
-            wait=wait_exponential(multiplier=0.1, max=1.0),
-            retry=retry_if_exception_type(PublishFailed),
-            reraise=True,
-        )
-        async for attempt in retrying:
-            with attempt:
-                return await self._publisher.publish(self._commands, routing_key, message)
-        raise AssertionError("unreachable: tenacity either returns or raises")  # pragma: no cover
 
     async def _on_reply(self, message: AbstractIncomingMessage) -> None:
         waiting = self._pending.get(message.correlation_id or "")

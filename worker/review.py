@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 import aio_pika
-from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
 from schemas import ImprovementAction, encode
 from schemas.codec import JSON
 from worker.errors import OptimiserError
-from worker.publisher import PERSISTENT, Publisher, PublishFailed
-
-PUBLISH_ATTEMPTS = 3
+from worker.publisher import PERSISTENT, Publisher
 
 
 class ReviewUndeliverable(OptimiserError):
@@ -36,19 +33,10 @@ class AmqpReviewSink:
             type="improvement_action",
             headers={"plan_id": plan_id, "module_name": action.module_name},
         )
-        # A transient failure is retried: safe, since the item's message_id is its action_id
-        # and a reader drops a repeat. A missing queue is not transient.
-        retrying = AsyncRetrying(
-            stop=stop_after_attempt(PUBLISH_ATTEMPTS),
-            wait=wait_exponential(multiplier=0.2, max=2.0),
-            retry=retry_if_exception_type(PublishFailed),
-            reraise=True,
+        # Retried when unconfirmed: the item's message_id is its action_id, so a reader drops
+        # a repeat. A missing queue is not transient.
+        routed = await self._publisher.publish_idempotent(
+            self._publisher.default_exchange, self._queue, message
         )
-        routed = False
-        async for attempt in retrying:
-            with attempt:
-                routed = await self._publisher.publish(
-                    self._publisher.default_exchange, self._queue, message
-                )
         if not routed:
             raise ReviewUndeliverable(f"review queue {self._queue!r} does not exist")
