@@ -14,6 +14,7 @@ from typing import Any, Final
 import msgspec
 
 from schemas.commands import SubsystemCommand, SubsystemReply
+from schemas.control import ControlMessage
 from schemas.messages import EnactmentRecord, ImprovementAction, Message, Plan
 
 SCHEMA_DIR: Final = Path(__file__).with_name("json")
@@ -24,6 +25,7 @@ MESSAGES: Final[dict[str, type[Message]]] = {
     "record": EnactmentRecord,
     "command": SubsystemCommand,
     "reply": SubsystemReply,
+    "control": ControlMessage,
 }
 
 

@@ -67,7 +67,7 @@ def test_schema_prints_a_schema_that_validates_the_example_plan(
 
 def test_schema_without_a_name_prints_all_of_them(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["schema"]) == 0
-    assert capsys.readouterr().out.count('"$schema"') == 5
+    assert capsys.readouterr().out.count('"$schema"') == 6
 
 
 @pytest.mark.parametrize("duration", ["0", "-1", "soon", "inf"])

@@ -467,3 +467,22 @@ async def test_the_duration_histogram_is_cumulative_and_exposes_as_text(
         in text
     )
     assert "# TYPE asi_optimiser_enact_duration_seconds histogram" in text
+
+
+async def test_a_pause_skips_every_action_past_every_cap_and_arms_nothing(cycle: Mock) -> None:
+    alerts: asyncio.Queue[ImprovementAction] = asyncio.Queue()
+    optimiser = AsyncSelfOptimiser(None, cycle, alerts, OptimiserConfig(max_enactments_per_cycle=2))
+    kinds = [ActionKind.TUNE_THRESHOLD, ActionKind.FLAG_FOR_REVIEW, ActionKind.NO_OP]
+
+    optimiser.pause("incident 7")
+    paused = await optimiser.enact([action(kind) for kind in kinds])
+
+    assert [(r.status, r.detail) for r in paused] == [
+        (EnactmentStatus.SKIPPED, "paused: incident 7")
+    ] * 3  # every action gets its record, the per-call cap notwithstanding
+    assert cycle._detector_config.latency_p95_threshold_ms == 200.0
+    assert alerts.empty()
+    optimiser.resume()
+    assert optimiser.paused is None
+    [tuned] = await optimiser.enact([action(ActionKind.TUNE_THRESHOLD)])
+    assert tuned.status is EnactmentStatus.SUCCESS  # the pause armed no cool-down

@@ -2,6 +2,8 @@
 
 ``enact()`` looks at the actions in order and, for each, applies the gates in this order:
 
+0. pause: while paused (``pause()``, the operators' kill switch) -> SKIPPED "paused: <reason>",
+   checked before each action, so a pause also stops the rest of a plan;
 1. cap: once ``max_enactments_per_cycle`` records exist, the rest are not looked at;
 2. cool-down: a (module, kind) that succeeded less than ``cool_down_s`` ago -> RATE_LIMITED;
 3. hot-swap cap: HOT_SWAP_MODULE beyond ``max_hot_swap_per_cycle`` in this call -> SKIPPED;
@@ -122,6 +124,20 @@ class AsyncSelfOptimiser:
         self._last_enacted: dict[tuple[str, ActionKind], float] = {}
         self._lock = asyncio.Lock()
         self._stats: defaultdict[str, int] = defaultdict(int)
+        self._paused: str | None = None
+
+    @property
+    def paused(self) -> str | None:
+        """The reason given for the pause, or None while actions are enacted."""
+        return self._paused
+
+    def pause(self, reason: str) -> None:
+        """Enact nothing from the next action on: each is SKIPPED "paused: <reason>"."""
+        self._paused = reason or "no reason given"
+
+    def resume(self) -> None:
+        """Enact again, from the next action on."""
+        self._paused = None
 
     @property
     def config(self) -> OptimiserConfig:
@@ -147,11 +163,16 @@ class AsyncSelfOptimiser:
         hot_swap_count = 0
         async with self._lock:
             for action in actions:
+                dispatched = False
+                if (paused := self._paused) is not None:
+                    record = self._gate_record(plan_id, action, SKIPPED, f"paused: {paused}")
+                    self._count(record, metrics, dispatched)
+                    records.append(record)
+                    continue
                 if len(records) >= cfg.max_enactments_per_cycle:
                     break
                 kind = action.action_kind
                 key = (action.module_name, kind)
-                dispatched = False
                 if cfg.enable_rate_limit and (last := self._last_enacted.get(key)) is not None:
                     remaining = cfg.cool_down_s - (clock.monotonic() - last)
                     if remaining > 0:

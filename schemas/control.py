@@ -1,0 +1,50 @@
+"""The kill switch: pause and resume messages, published by operators to exchange ``N.control``.
+
+They land in the stream ``N.control``, which every worker reads from its start at start-up and
+then follows, so the last one in the stream is the state, whatever restarts in between. While
+paused a worker still consumes plans and records every action as SKIPPED "paused: <reason>".
+
+Versioned: ``version`` is 1; a later version adds fields with defaults.
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import Annotated, Final
+
+import msgspec
+from msgspec import Meta
+
+from schemas.messages import Message, UtcTime
+
+CONTROL_VERSION: Final = 1
+Reason = Annotated[str, Meta(max_length=500)]
+Operator = Annotated[str, Meta(max_length=200)]
+
+
+class ControlCommand(enum.StrEnum):
+    """What an operator asks of every worker of the namespace."""
+
+    PAUSE = "pause"
+    RESUME = "resume"
+
+
+class ControlMessage(Message, frozen=True, kw_only=True):
+    """One pause or resume: who asked, when and why."""
+
+    command: ControlCommand
+    issued_at: UtcTime
+    reason: Reason = ""
+    issued_by: Operator = ""
+    version: int = CONTROL_VERSION
+
+
+_control_json: Final = msgspec.json.Decoder(ControlMessage)
+
+
+def decode_control(body: bytes) -> ControlMessage:
+    """Decode and validate a control message (JSON)."""
+    try:
+        return _control_json.decode(body)
+    except UnicodeDecodeError as exc:
+        raise msgspec.DecodeError(f"a string is not valid UTF-8: {exc.reason}") from None
