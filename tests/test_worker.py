@@ -287,7 +287,9 @@ async def test_publish_prints_every_record_of_the_plan(
 
     assert all_came
     assert lines[0] == f"published plan {plan.plan_id} (6 actions) to {broker.names.plans_exchange}"
-    assert len(lines) == 7
+    assert lines[1].startswith("waiting up to 20s for 6 records")
+    assert lines[2].split() == ["TIME", "STATUS", "KIND", "MODULE", "DETAIL"]
+    assert len(lines) == 3 + 6
     assert any("FLAG_FOR_REVIEW" in line and "queued for review" in line for line in lines)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import logging
 import os
 import signal
@@ -18,14 +19,25 @@ import aiormq
 from prometheus_client import CollectorRegistry
 
 from schemas import ActionKind, EnactmentStatus
+from schemas.control import ControlCommand
 from schemas.jsonschema import MESSAGES, render
 from worker.config import WorkerSettings, load_settings, settings_help
 from worker.connection import BrokerUnavailable
+from worker.control import operator_name, send_control
+from worker.definitions import ROLES, definitions, passwords_from_env
 from worker.demo import run_demo
 from worker.errors import ConfigError, OptimiserError
 from worker.live_demo import run_live_demo
-from worker.operator import PlanRejected, publish_plan, read_plan, tail_records
+from worker.operator import (
+    PlanRejected,
+    publish_plan,
+    read_plan,
+    show_status,
+    tail_records,
+    work_review,
+)
 from worker.service import Worker
+from worker.topology import Names
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +76,15 @@ def _add_config(parser: argparse.ArgumentParser) -> None:
         type=Path,
         metavar="FILE",
         help="TOML file of settings (name = value); OPTIMISER_* variables override it",
+    )
+
+
+def _add_identity(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--by",
+        default=None,
+        metavar="NAME",
+        help="who is asking, for the audit trail (default: user@host)",
     )
 
 
@@ -163,6 +184,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_log_level(tail, default="WARNING")
     _add_config(tail)
 
+    _add_control_commands(commands)
+    _add_review_command(commands)
+    _add_definitions_command(commands)
+
     schema = commands.add_parser(
         "schema",
         help="print the JSON Schema of the wire messages",
@@ -173,6 +198,111 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_log_level(schema, default="WARNING")
     return parser
+
+
+def _add_control_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    status = commands.add_parser(
+        "status",
+        help="is the namespace paused, and how deep are its queues",
+        description=textwrap.fill(
+            "Read the pause state from stream N.control (the last pause or resume: who, when, "
+            "why) and the depth of N.plans (with its consumers), N.review, N.plans.invalid and "
+            "N.plans.dead."
+        ),
+    )
+    status.add_argument("--json", action="store_true", help="one JSON object, for scripts")
+    _add_log_level(status, default="WARNING")
+    _add_config(status)
+
+    pause = commands.add_parser(
+        "pause",
+        help="kill switch: every worker of the namespace stops enacting",
+        description=textwrap.fill(
+            "Publish a pause to exchange N.control. From their next action on, every worker "
+            'of the namespace records each action as SKIPPED "paused: REASON" and enacts '
+            "nothing; plans are still consumed and acked, so nothing is lost or left behind. "
+            "The pause lives in RabbitMQ (stream N.control): it survives restarts and "
+            "failovers until `self-optimiser resume`. It shows in `status`, on /readyz and as "
+            "the metric asi_optimiser_paused."
+        ),
+    )
+    pause.add_argument("--reason", default="", help="why, for the records and the people on call")
+    _add_identity(pause)
+    _add_log_level(pause, default="WARNING")
+    _add_config(pause)
+
+    resume = commands.add_parser(
+        "resume",
+        help="end a pause: workers enact again from their next action",
+        description=textwrap.fill(
+            "Publish a resume to exchange N.control: from their next action on, the workers "
+            "enact again. Actions recorded as SKIPPED while paused are not enacted later "
+            "(their action ids have a record): the planner proposes them again, with new ids."
+        ),
+    )
+    resume.add_argument("--reason", default="", help="why, for the audit trail")
+    _add_identity(resume)
+    _add_log_level(resume, default="WARNING")
+    _add_config(resume)
+
+
+def _add_review_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    review = commands.add_parser(
+        "review",
+        help="work the review queue: list, show, ack, requeue",
+        description=textwrap.fill(
+            "Work queue N.review, where the worker puts FLAG_FOR_REVIEW actions. Items are "
+            "named by their action id; copies of one action (a redelivered plan can flag it "
+            "twice) are shown once and acked together. Looking at the queue takes its items "
+            "and gives them back in order, so two people should not work it at the same moment."
+        ),
+    )
+    verbs = review.add_subparsers(dest="verb", metavar="VERB", required=True)
+    review_list = verbs.add_parser(
+        "list", help="pending items, oldest first: age, module, action id, plan, rationale"
+    )
+    review_list.add_argument("--json", action="store_true", help="one JSON object per item")
+    for verb, text in (
+        ("show", "everything about one item"),
+        ("ack", "done with one item: it leaves the queue"),
+        ("requeue", "put one item back behind the others, for later"),
+    ):
+        one = verbs.add_parser(verb, help=text, description=text[0].upper() + text[1:] + ".")
+        one.add_argument("action_id", metavar="ID", help="the item's action id (see `review list`)")
+        if verb == "show":
+            one.add_argument("--json", action="store_true", help="as one JSON object")
+    for each in verbs.choices.values():
+        _add_log_level(each, default="WARNING")
+        _add_config(each)
+
+
+def _add_definitions_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    definitions = commands.add_parser(
+        "definitions",
+        help="RabbitMQ definitions: the vhost, its queues, and least-privilege users",
+        description=textwrap.fill(
+            "Print (or write) RabbitMQ definitions for the namespace: the vhost, every queue, "
+            "exchange and binding the worker uses, and one user per role (planner, worker, "
+            "reflection, operator, subsystem, admin) with the least privilege it needs. No "
+            "guest. Load them with load_definitions in rabbitmq.conf or `rabbitmqctl "
+            "import_definitions FILE`; run the worker with OPTIMISER_DECLARE_TOPOLOGY=false. "
+            "Passwords: with --password-env each role's comes from OPTIMISER_PASSWORD_<ROLE> "
+            "(stored hashed); a role without one cannot log in until `rabbitmqctl "
+            "change_password`. See deploy/README.md."
+        ),
+    )
+    definitions.add_argument("--vhost", default="optimiser", help="(default: %(default)s)")
+    definitions.add_argument(
+        "--user-prefix",
+        default="optimiser-",
+        help="user names are PREFIX<role> (default: %(default)s)",
+    )
+    definitions.add_argument(
+        "--password-env", action="store_true", help="take passwords from OPTIMISER_PASSWORD_<ROLE>"
+    )
+    definitions.add_argument("--output", "-o", type=Path, metavar="FILE", help="(default: stdout)")
+    _add_log_level(definitions, default="WARNING")
+    _add_config(definitions)
 
 
 def _settings(config_file: Path | None) -> WorkerSettings:
@@ -229,6 +359,76 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _control(args: argparse.Namespace) -> int:
+    settings = _settings(args.config)
+    command = ControlCommand(args.command)
+    if len(args.reason) > 500:
+        raise _Exit(2, "--reason is longer than 500 characters")
+    sent = asyncio.run(
+        send_control(settings, command, reason=args.reason, issued_by=args.by or operator_name())
+    )
+    if command is ControlCommand.PAUSE:
+        print(
+            f"paused namespace {settings.namespace}: every worker records each action as "
+            f'SKIPPED "paused: {sent.reason or "no reason given"}" from its next one, until '
+            f"`self-optimiser resume`"
+        )
+    else:
+        print(f"resumed namespace {settings.namespace}: the workers enact from their next action")
+    return 0
+
+
+def _status(args: argparse.Namespace) -> int:
+    asyncio.run(show_status(_settings(args.config), as_json=args.json))
+    return 0
+
+
+def _review(args: argparse.Namespace) -> int:
+    settings = _settings(args.config)
+    found = asyncio.run(
+        work_review(
+            settings,
+            args.verb,
+            getattr(args, "action_id", None),
+            as_json=getattr(args, "json", False),
+        )
+    )
+    return 0 if found else 1
+
+
+def _definitions(args: argparse.Namespace) -> int:
+    settings = _settings(args.config)
+    passwords = passwords_from_env(os.environ) if args.password_env else {}
+    if args.password_env and not passwords:
+        raise _Exit(
+            2,
+            "--password-env found no OPTIMISER_PASSWORD_<ROLE> variable (PLANNER, WORKER, "
+            "REFLECTION, OPERATOR, SUBSYSTEM, ADMIN): set them, or leave --password-env out",
+        )
+    document = definitions(
+        Names(settings.namespace),
+        vhost=args.vhost,
+        user_prefix=args.user_prefix,
+        passwords=passwords,
+        delivery_limit=settings.delivery_limit,
+        retention_s=settings.state_retention_s,
+    )
+    text = json.dumps(document, indent=2) + "\n"
+    if args.output is None:
+        sys.stdout.write(text)
+        return 0
+    try:
+        args.output.write_text(text, encoding="utf-8")
+    except OSError as exc:
+        raise _Exit(1, f"cannot write {args.output}: {exc.strerror}") from None
+    missing = [r for r in ROLES if r not in passwords]
+    print(
+        f"wrote {args.output}: vhost {args.vhost}, namespace {settings.namespace}"
+        + (f"; no password for {', '.join(missing)} (they cannot log in)" if missing else "")
+    )
+    return 0
+
+
 def _tail(args: argparse.Namespace) -> int:
     settings = _settings(args.config)
     asyncio.run(
@@ -266,6 +466,12 @@ def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
     return factory
 
 
+def _reply_text(exc: BaseException) -> str:
+    """The broker's reply text of a closed channel (aiormq puts a frame, or text, in args)."""
+    first = exc.args[0] if exc.args else exc
+    return str(getattr(first, "reply_text", first))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``self-optimiser`` console script; returns the exit code."""
     args = build_parser().parse_args(argv)
@@ -288,11 +494,30 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _tail(args)
         if args.command == "demo":
             return _demo(args)
+        if args.command in ("pause", "resume"):
+            return _control(args)
+        if args.command == "status":
+            return _status(args)
+        if args.command == "review":
+            return _review(args)
+        if args.command == "definitions":
+            return _definitions(args)
     except _Exit as exc:
         sys.stderr.write(f"self-optimiser: error: {exc}\n")
         return exc.code
     except OptimiserError as exc:
         sys.stderr.write(f"self-optimiser: error: {exc}\n")
+        return 1
+    except aiormq.exceptions.ChannelAccessRefused as exc:
+        sys.stderr.write(
+            f"self-optimiser: error: the broker refused: {_reply_text(exc)}. The user in "
+            f"OPTIMISER_AMQP_URL may not do this; see the roles in deploy/README.md\n"
+        )
+        return 1
+    except aiormq.exceptions.AMQPError as exc:
+        sys.stderr.write(
+            f"self-optimiser: error: the broker closed the channel: {_reply_text(exc)}\n"
+        )
         return 1
     except KeyboardInterrupt:
         return 130

@@ -68,6 +68,14 @@ class WorkerSettings:
     delivery_limit: int = setting(
         DELIVERY_LIMIT, "A plan delivered this often without an ack goes to N.plans.dead."
     )
+    declare_topology: bool = setting(
+        True,
+        "Declare the namespace's queues and exchanges at start-up; false: only check they "
+        "exist (created from deploy/'s definitions, for a worker user that may not configure).",
+    )
+    queue_poll_s: float = setting(
+        15.0, "How often the queue depth gauges are read from the broker; 0 turns that off."
+    )
     optimiser: OptimiserConfig = dataclasses.field(default_factory=OptimiserConfig)
 
     def __post_init__(self) -> None:
@@ -102,6 +110,8 @@ class WorkerSettings:
             raise ConfigError("delivery_limit and remember_limit must be >= 1")
         if not 0 < self.state_timeout_s < float("inf"):
             raise ConfigError("state_timeout_s must be a positive number of seconds")
+        if not 0 <= self.queue_poll_s < float("inf"):
+            raise ConfigError("queue_poll_s must be >= 0 (0 turns the queue gauges off)")
         if not 0 <= self.dedup_window_s < float("inf"):
             raise ConfigError("dedup_window_s must be >= 0")
         if self.state_retention_s < self.state_window_s:

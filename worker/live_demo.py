@@ -28,7 +28,7 @@ from worker.inprocess import seed_subsystems
 from worker.operator import format_record
 from worker.service import Worker
 from worker.subsystem_server import SubsystemServer
-from worker.topology import Names, declare
+from worker.topology import Names, QueueState, declare, queue_states
 
 #: Every this many plans, the planner sends one the worker cannot read (it is parked).
 BAD_PLAN_EVERY = 12
@@ -109,8 +109,9 @@ async def run_live_demo(
             lambda: consumed() >= report.plans and sum(report.statuses.values()) >= published,
             timeout_s=10.0,
         )
-        report.review_items = await _depth(connection, names.review_queue)
-        report.parked = await _depth(connection, names.invalid_queue)
+        depths = await queue_states(connection, names.watched)
+        report.review_items = _messages(depths["review"])
+        report.parked = _messages(depths["invalid"])
         stop_parts.set()
         await asyncio.gather(*parts)
         await _delete_namespace(connection, names)
@@ -180,15 +181,8 @@ async def _settle(condition: Callable[[], bool], *, timeout_s: float) -> None:
                 await asyncio.sleep(0.05)
 
 
-async def _depth(connection: aio_pika.abc.AbstractConnection, queue: str) -> int:
-    # A channel of its own: a robust channel answers a passive declare of a queue it declared
-    # before from its cache, with the count of that first declare (aio-pika 10.2).
-    channel = await connection.channel()
-    try:
-        declared = await channel.declare_queue(queue, passive=True)
-        return int(declared.declaration_result.message_count or 0)
-    finally:
-        await channel.close()
+def _messages(state: QueueState | None) -> int:
+    return 0 if state is None else state.messages
 
 
 async def _delete_namespace(connection: aio_pika.abc.AbstractConnection, names: Names) -> None:

@@ -169,6 +169,28 @@ class WorkerMetrics:
         self.ready = Gauge(
             "asi_optimiser_ready", "1 while the worker is consuming plans.", registry=registry
         )
+        self.paused = Gauge(
+            "asi_optimiser_paused",
+            "1 while an operator's pause is in force (every action SKIPPED).",
+            registry=registry,
+        )
+        self.paused_since = Gauge(
+            "asi_optimiser_paused_since_timestamp_seconds",
+            "When the pause in force was issued (Unix time); 0 while not paused.",
+            registry=registry,
+        )
+        self.queue_messages = Gauge(
+            "asi_optimiser_queue_messages",
+            "Messages ready in the namespace's queues (plans, review, invalid, dead), polled.",
+            ["queue"],
+            registry=registry,
+        )
+        self.queue_consumers = Gauge(
+            "asi_optimiser_queue_consumers",
+            "Consumers of the namespace's queues, polled.",
+            ["queue"],
+            registry=registry,
+        )
         self.plan_duration = Histogram(
             "asi_optimiser_plan_duration_seconds",
             "From delivery of a plan to its ack, records confirmed.",

@@ -1,26 +1,31 @@
-"""Commands for the people around the worker: publish a plan, follow the records."""
+"""Commands for the people around the worker: publish a plan, follow the records, see the
+state of a namespace, work the review queue."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import sys
+import uuid
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Final
 
 import aio_pika
-import aiormq
 import msgspec
-from aio_pika.abc import AbstractIncomingMessage
-from aiormq.abc import DeliveredMessage
+from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractQueue
 
 from schemas import EnactmentRecord, Plan, decode_plan, decode_record, encode
 from schemas.codec import JSON
+from schemas.control import ControlCommand
 from worker.config import WorkerSettings
 from worker.connection import connect
+from worker.control import describe, read_control
 from worker.errors import OptimiserError
-from worker.publisher import PERSISTENT
-from worker.topology import Names
+from worker.publisher import PERSISTENT, publish_once
+from worker.review import ReviewDesk, ReviewItem
+from worker.topology import Names, queue_states
 
 log = logging.getLogger(__name__)
 
@@ -41,12 +46,22 @@ def read_plan(source: str) -> tuple[Plan, bytes]:
         raise PlanRejected(f"{source} is not a valid plan: {exc}") from None
 
 
+RECORD_HEADER: Final = f"{'TIME':<9} {'STATUS':<12} {'KIND':<16} {'MODULE':<20} DETAIL"
+
+
+async def _follow_queue(channel: AbstractChannel, names: Names) -> AbstractQueue:
+    """A temporary queue ``N.tail.<random>`` (the operator role may declare those)."""
+    return await channel.declare_queue(
+        names.tail_queue(uuid.uuid4().hex[:12]), exclusive=True, auto_delete=True
+    )
+
+
 def format_record(record: EnactmentRecord) -> str:
     """One aligned line for a record."""
     action = record.action
     when = record.attempted_at.strftime("%H:%M:%S")
     return (
-        f"{when}  {record.status.value:<12} {action.action_kind.value:<16} "
+        f"{when:<9} {record.status.value:<12} {action.action_kind.value:<16} "
         f"{action.module_name:<20} {record.detail}"
     )
 
@@ -67,38 +82,26 @@ async def publish_plan(
         records = None
         if wait_s is not None:
             # Bound before publishing, so no record can slip past.
-            records = await channel.declare_queue(exclusive=True, auto_delete=True)
+            records = await _follow_queue(channel, names)
             await records.bind(names.results_exchange, "#")
-        try:
-            exchange = await channel.get_exchange(names.plans_exchange)
-            returned = await exchange.publish(
-                aio_pika.Message(
-                    body, content_type=JSON, delivery_mode=PERSISTENT, message_id=plan.plan_id
-                ),
-                routing_key="",
-                mandatory=True,
-                timeout=settings.publish_timeout_s,
-            )
-        except aiormq.exceptions.ChannelNotFoundEntity:
-            raise OptimiserError(
-                f"exchange {names.plans_exchange!r} does not exist: start `self-optimiser run` "
-                f"once (namespace {names.namespace!r}) so that it declares it"
-            ) from None
-        except (aiormq.exceptions.DeliveryError, TimeoutError) as exc:
-            raise OptimiserError(
-                f"the broker did not confirm the plan ({type(exc).__name__}); it may or may not "
-                f"be queued: check with `self-optimiser tail` before publishing it again"
-            ) from None
-        if isinstance(returned, DeliveredMessage):
-            raise OptimiserError(
-                f"no queue is bound to exchange {names.plans_exchange!r}: start "
-                f"`self-optimiser run` once so that it declares its queues"
-            )
+        await publish_once(
+            channel,
+            names.plans_exchange,
+            aio_pika.Message(
+                body, content_type=JSON, delivery_mode=PERSISTENT, message_id=plan.plan_id
+            ),
+            namespace=names.namespace,
+            timeout_s=settings.publish_timeout_s,
+            if_unconfirmed="the plan may or may not be queued: check with `self-optimiser tail` "
+            "before publishing it again",
+        )
         out(
             f"published plan {plan.plan_id} ({len(plan.actions)} actions) to {names.plans_exchange}"
         )
         if records is None:
             return True
+        out(f"waiting up to {wait_s:g}s for {len(plan.actions)} records (Ctrl-C stops waiting)")
+        out(RECORD_HEADER)
         return await _await_records(records, plan, names, wait_s or 0.0, out)
     finally:
         await connection.close()
@@ -156,9 +159,11 @@ async def tail_records(
     connection = await connect(settings, "tail-cli")
     try:
         channel = await connection.channel()
-        queue = await channel.declare_queue(exclusive=True, auto_delete=True)
+        queue = await _follow_queue(channel, names)
         await queue.bind(names.results_exchange, pattern)
         log.info("following %s with pattern %r", names.results_exchange, pattern)
+        if not as_json:
+            out(RECORD_HEADER)
 
         stop = stop or asyncio.Event()
 
@@ -176,3 +181,144 @@ async def tail_records(
         await stop.wait()
     finally:
         await connection.close()
+
+
+async def show_status(
+    settings: WorkerSettings, *, as_json: bool, out: Callable[[str], None] = print
+) -> None:
+    """The pause state and the depth of every queue people watch, read from the broker."""
+    names = Names(settings.namespace)
+    control = await read_control(settings)
+    connection = await connect(settings, "status-cli")
+    try:
+        states = await queue_states(connection, names.watched)
+    finally:
+        await connection.close()
+    if as_json:
+        report = {
+            "namespace": names.namespace,
+            "paused": control is not None and control.command is ControlCommand.PAUSE,
+            "control": msgspec.to_builtins(control) if control else None,
+            "queues": {
+                label: (
+                    {"name": names.watched[label], "messages": s.messages, "consumers": s.consumers}
+                    if s
+                    else None
+                )
+                for label, s in states.items()
+            },
+        }
+        out(msgspec.json.encode(report).decode())
+        return
+    out(f"namespace {names.namespace} on {settings.safe_url}")
+    out(f"  state    {describe(control)}")
+    for label, state in states.items():
+        queue = names.watched[label]
+        if state is None:
+            out(f"  {label:<8} {queue}: does not exist (start `self-optimiser run` once)")
+            continue
+        line = f"  {label:<8} {queue}: {state.messages} ready"
+        if label == "plans":
+            line += (
+                f", {state.consumers} worker(s) consuming (one active, the others on standby)"
+                if state.consumers
+                else ", NO worker consuming"
+            )
+        out(line)
+
+
+async def work_review(
+    settings: WorkerSettings,
+    verb: str,
+    action_id: str | None,
+    *,
+    as_json: bool,
+    out: Callable[[str], None] = print,
+    progress: Callable[[str], None] = lambda line: print(line, file=sys.stderr),
+) -> bool:
+    """``review list|show|ack|requeue``; False when the item asked for is not pending."""
+    names = Names(settings.namespace)
+    async with ReviewDesk(settings, progress) as desk:
+        items = await desk.items()
+        now = datetime.now(UTC)
+        if verb == "list":
+            _list_review(items, now, as_json=as_json, out=out)
+            return True
+        item = next((i for i in items if i.action_id == action_id), None)
+        if item is None:
+            out(
+                f"no pending review item with action id {action_id!r} in {names.review_queue} "
+                f"({len(items)} pending; `self-optimiser review list` shows them)"
+            )
+            return False
+        if verb == "show":
+            shown = msgspec.json.encode(_review_builtins(item, now)).decode()
+            out(shown if as_json else _review_detail(item, now))
+        elif verb == "ack":
+            await desk.ack(item)
+            copies = f" ({item.copies} copies)" if item.copies > 1 else ""
+            out(f"acked {item.action_id}{copies}: it has left {names.review_queue}")
+        elif verb == "requeue":
+            desk.requeue_last(item)
+            out(f"requeued {item.action_id}: back in {names.review_queue}, behind the others")
+        else:  # pragma: no cover - the parser allows only these
+            raise AssertionError(verb)
+    return True
+
+
+def _list_review(
+    items: list[ReviewItem], now: datetime, *, as_json: bool, out: Callable[[str], None]
+) -> None:
+    if as_json:
+        for item in items:
+            out(msgspec.json.encode(_review_builtins(item, now)).decode())
+        return
+    if not items:
+        out("no review items pending")
+        return
+    out(f"{'AGE':<7} {'MODULE':<24} {'ACTION ID':<24} {'PLAN':<16} RATIONALE")
+    for item in items:
+        action = item.action
+        module = action.module_name if action else "<unreadable body>"
+        rationale = " ".join((action.rationale if action else "").split())
+        action_id = item.action_id + (f" (x{item.copies})" if item.copies > 1 else "")
+        out(
+            f"{item.age(now):<7} {module:<24} {action_id:<24} {item.plan_id:<16} "
+            f"{rationale[:60] + ('...' if len(rationale) > 60 else '')}"
+        )
+    out(f"{len(items)} pending")
+
+
+def _review_builtins(item: ReviewItem, now: datetime) -> dict[str, object]:
+    return {
+        "action_id": item.action_id,
+        "plan_id": item.plan_id,
+        "flagged_at": item.flagged_at.isoformat() if item.flagged_at else None,
+        "age": item.age(now),
+        "copies": item.copies,
+        "deliveries": item.deliveries,
+        "action": msgspec.to_builtins(item.action) if item.action else None,
+    }
+
+
+def _review_detail(item: ReviewItem, now: datetime) -> str:
+    action = item.action
+    lines = [
+        f"action id   {item.action_id}",
+        f"plan        {item.plan_id or '?'}",
+        f"flagged     {item.flagged_at.isoformat() if item.flagged_at else '?'} "
+        f"({item.age(now)} ago)",
+        f"copies      {item.copies} (delivered {item.deliveries} time(s) before)",
+    ]
+    if action is None:
+        body = item.messages[0].body[:500]
+        lines.append(f"body        not an action: {body!r}")
+        return "\n".join(lines)
+    lines += [
+        f"module      {action.module_name}",
+        f"priority    {action.priority}",
+        f"rationale   {action.rationale or '-'}",
+        "parameters  "
+        + (", ".join(f"{k}={v}" for k, v in sorted(action.parameters.items())) or "-"),
+    ]
+    return "\n".join(lines)

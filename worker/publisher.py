@@ -111,3 +111,33 @@ class Publisher:
             with attempt:
                 return await self.publish(exchange, routing_key, message)
         raise AssertionError("unreachable: tenacity either returns or raises")  # pragma: no cover
+
+
+async def publish_once(
+    channel: AbstractChannel,
+    exchange_name: str,
+    message: aio_pika.Message,
+    *,
+    namespace: str,
+    timeout_s: float,
+    if_unconfirmed: str,
+) -> None:
+    """One confirmed, mandatory publish for a command-line tool; each way it can fail is an
+    ``OptimiserError`` saying what to do (``if_unconfirmed`` when the broker did not confirm)."""
+    declare_hint = (
+        f"start `self-optimiser run` once (namespace {namespace!r}, this version) so that it "
+        f"declares it, or load the definitions of deploy/"
+    )
+    try:
+        exchange = await channel.get_exchange(exchange_name)
+        returned = await exchange.publish(
+            message, routing_key="", mandatory=True, timeout=timeout_s
+        )
+    except aiormq.exceptions.ChannelNotFoundEntity:
+        raise OptimiserError(f"exchange {exchange_name!r} does not exist: {declare_hint}") from None
+    except (aiormq.exceptions.DeliveryError, TimeoutError) as exc:
+        raise OptimiserError(
+            f"the broker did not confirm the message ({type(exc).__name__}): {if_unconfirmed}"
+        ) from None
+    if isinstance(returned, DeliveredMessage):
+        raise OptimiserError(f"nothing is bound to exchange {exchange_name!r}: {declare_hint}")

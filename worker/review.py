@@ -1,13 +1,34 @@
-"""FLAG_FOR_REVIEW over AMQP: one persistent message per action on queue ``N.review``."""
+"""FLAG_FOR_REVIEW over AMQP.
+
+The worker's side (``AmqpReviewSink``): one persistent message per action, through exchange
+``N.review`` to the queue of the same name. The operators' side (``ReviewDesk``): look at the
+pending items, ack the ones dealt with, send one to the back of the queue.
+"""
 
 from __future__ import annotations
 
-import aio_pika
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Final
 
-from schemas import ImprovementAction, encode
+import aio_pika
+import msgspec
+from aio_pika.abc import (
+    AbstractChannel,
+    AbstractExchange,
+    AbstractIncomingMessage,
+    AbstractRobustConnection,
+)
+
+from schemas import ImprovementAction, decode_action, encode
 from schemas.codec import JSON
+from worker.config import WorkerSettings
+from worker.connection import connect
 from worker.errors import OptimiserError
 from worker.publisher import PERSISTENT, Publisher
+from worker.topology import Names, queue_states
 
 
 class ReviewUndeliverable(OptimiserError):
@@ -15,14 +36,14 @@ class ReviewUndeliverable(OptimiserError):
 
 
 class AmqpReviewSink:
-    """Publishes the action to ``queue`` and returns once the broker has confirmed it.
+    """Publishes the action to ``exchange`` and returns once the broker has confirmed it.
 
     ``message_id`` is the action's ``action_id``, so a reader can drop a duplicate.
     """
 
-    def __init__(self, publisher: Publisher, queue: str) -> None:
+    def __init__(self, publisher: Publisher, exchange: AbstractExchange) -> None:
         self._publisher = publisher
-        self._queue = queue
+        self._exchange = exchange
 
     async def submit(self, action: ImprovementAction, *, plan_id: str) -> None:
         message = aio_pika.Message(
@@ -31,12 +52,138 @@ class AmqpReviewSink:
             delivery_mode=PERSISTENT,
             message_id=action.action_id,
             type="improvement_action",
+            timestamp=datetime.now(UTC),
             headers={"plan_id": plan_id, "module_name": action.module_name},
         )
         # Retried when unconfirmed: the item's message_id is its action_id, so a reader drops
         # a repeat. A missing queue is not transient.
-        routed = await self._publisher.publish_idempotent(
-            self._publisher.default_exchange, self._queue, message
-        )
+        routed = await self._publisher.publish_idempotent(self._exchange, "", message)
         if not routed:
-            raise ReviewUndeliverable(f"review queue {self._queue!r} does not exist")
+            raise ReviewUndeliverable(f"no review queue is bound to {self._exchange.name!r}")
+
+
+# --- the operators' side: list, show, ack, requeue ------------------------------------------
+
+#: Without a new item for this long, the queue is taken as read (another reader holds the rest).
+IDLE_S: Final = 2.0
+
+
+@dataclass(slots=True)
+class ReviewItem:
+    """One action waiting for a person; repeats of the same ``action_id`` counted in ``copies``."""
+
+    action_id: str
+    action: ImprovementAction | None  # None: the body is not an action
+    plan_id: str
+    flagged_at: datetime | None
+    deliveries: int
+    copies: int = 1
+    messages: list[AbstractIncomingMessage] = field(default_factory=list, repr=False)
+
+    def age(self, now: datetime) -> str:
+        """How long it has waited, as ``45s``, ``12m05s``, ``3h07m`` or ``2d04h``."""
+        if self.flagged_at is None:
+            return "?"
+        seconds = int(max(0.0, (now - self.flagged_at).total_seconds()))
+        days, rest = divmod(seconds, 86400)
+        hours, rest = divmod(rest, 3600)
+        minutes, seconds = divmod(rest, 60)
+        if days:
+            return f"{days}d{hours:02d}h"
+        if hours:
+            return f"{hours}h{minutes:02d}m"
+        return f"{minutes}m{seconds:02d}s" if minutes else f"{seconds}s"
+
+
+class ReviewDesk:
+    """Takes every pending item off ``N.review`` without acking, so they can be looked at;
+    whatever is not acked goes back to the queue, in its order, when the desk closes."""
+
+    def __init__(self, settings: WorkerSettings, progress: Callable[[str], None]) -> None:
+        self._settings = settings
+        self._names = Names(settings.namespace)
+        self._progress = progress
+        self._connection: AbstractRobustConnection | None = None
+        self._channel: AbstractChannel | None = None
+        self._taken: list[AbstractIncomingMessage] = []
+        self._settled: set[int | None] = set()
+
+    async def __aenter__(self) -> ReviewDesk:
+        self._connection = await connect(self._settings, "review-cli")
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        try:
+            # Nacked one by one, in delivery order, so the queue keeps its order.
+            for message in self._taken:
+                if message.delivery_tag not in self._settled:
+                    await message.nack(requeue=True)
+        finally:
+            if self._connection is not None:
+                await self._connection.close()
+
+    async def items(self) -> list[ReviewItem]:
+        """Every pending item, oldest first, one per ``action_id``."""
+        assert self._connection is not None, "use ReviewDesk in `async with`"
+        queue_name = self._names.review_queue
+        pending = (await queue_states(self._connection, {"review": queue_name}))["review"]
+        if pending is None:
+            raise OptimiserError(
+                f"queue {queue_name!r} does not exist: start `self-optimiser run` once "
+                f"(namespace {self._names.namespace!r}) so that it declares it"
+            )
+        if pending.messages == 0:
+            return []
+        channel = await self._connection.channel()
+        self._channel = channel
+        await channel.set_qos(prefetch_count=0)  # all of them at once, none acked
+        queue = await channel.get_queue(queue_name, ensure=False)
+        arrived: asyncio.Queue[AbstractIncomingMessage] = asyncio.Queue()
+        await queue.consume(arrived.put)
+        while len(self._taken) < pending.messages:
+            try:
+                async with asyncio.timeout(IDLE_S):
+                    self._taken.append(await arrived.get())
+            except TimeoutError:
+                break
+            if len(self._taken) % 1000 == 0:
+                self._progress(f"read {len(self._taken)} of {pending.messages} review items")
+        return _group(self._taken)
+
+    async def ack(self, item: ReviewItem) -> None:
+        """Done with: every copy of the item leaves the queue."""
+        for message in item.messages:
+            await message.ack()
+            self._settled.add(message.delivery_tag)
+
+    def requeue_last(self, item: ReviewItem) -> None:
+        """Back to the queue after every other item (at its end, on the quorum queue)."""
+        tags = {m.delivery_tag for m in item.messages}
+        self._taken = [m for m in self._taken if m.delivery_tag not in tags] + item.messages
+
+
+def _group(messages: list[AbstractIncomingMessage]) -> list[ReviewItem]:
+    items: dict[str, ReviewItem] = {}
+    for message in messages:
+        try:
+            action: ImprovementAction | None = decode_action(message.body)
+        except msgspec.DecodeError:
+            action = None
+        action_id = action.action_id if action else (message.message_id or "<unreadable>")
+        headers = message.headers or {}
+        count = headers.get("x-delivery-count", 0)
+        known = items.get(action_id)
+        if known is not None:
+            known.copies += 1
+            known.messages.append(message)
+            continue
+        timestamp = message.timestamp
+        items[action_id] = ReviewItem(
+            action_id=action_id,
+            action=action,
+            plan_id=str(headers.get("plan_id", "")),
+            flagged_at=timestamp.replace(tzinfo=UTC) if timestamp else None,
+            deliveries=count if isinstance(count, int) else 0,
+            messages=[message],
+        )
+    return list(items.values())

@@ -44,9 +44,11 @@ from schemas import (
     routing_key,
 )
 from schemas.codec import JSON, PLAN_CONTENT_TYPES
+from schemas.control import ControlMessage
 from worker.clock import Clock, SystemClock
 from worker.config import WorkerSettings
 from worker.connection import connect
+from worker.control import ControlFollower, describe
 from worker.errors import ConfigError
 from worker.http import HealthServer
 from worker.metrics import OptimiserMetrics, WorkerMetrics
@@ -55,8 +57,9 @@ from worker.ports import Subsystems
 from worker.publisher import PERSISTENT, Publisher, PublishFailed
 from worker.remote import RemoteSubsystems
 from worker.review import AmqpReviewSink
-from worker.state import RecordMemory, StateFollower, StateUnavailable
-from worker.topology import Names, declare
+from worker.state import RecordMemory, StateFollower
+from worker.streams import StreamFollower, StreamUnavailable, caught_up
+from worker.topology import Names, declare, queue_states
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +92,11 @@ class Worker:
         self.metrics = WorkerMetrics(registry)
         # Read at scrape time, so the gauge follows a reconnect as /readyz does.
         self.metrics.ready.set_function(lambda: 1.0 if self.readiness()[0] else 0.0)
+        self._control: ControlFollower | None = None
+        self.metrics.paused.set_function(lambda: 0.0 if self.paused is None else 1.0)
+        self.metrics.paused_since.set_function(
+            lambda: 0.0 if self.paused is None else self.paused.issued_at.timestamp()
+        )
         self.optimiser_metrics = OptimiserMetrics(registry)
         self._state = "starting"
         self._connections: list[AbstractRobustConnection] = []
@@ -106,7 +114,14 @@ class Worker:
         down = [c for c in self._connections if not c.connected.is_set()]
         if down:
             return False, "reconnecting to the broker"
+        if self.paused is not None:
+            return True, f"consuming plans; {describe(self.paused)}"
         return True, "consuming plans"
+
+    @property
+    def paused(self) -> ControlMessage | None:
+        """The operators' pause in force, once the control stream has been read."""
+        return None if self._control is None else self._control.paused
 
     async def run(self, stop: asyncio.Event) -> None:
         """Serve until ``stop`` is set; raises ``OptimiserError`` subclasses on fatal errors."""
@@ -149,11 +164,13 @@ class Worker:
             self.names,
             delivery_limit=settings.delivery_limit,
             retention_s=settings.state_retention_s,
+            create=settings.declare_topology,
         )
         publish_channel = await publish_connection.channel(
             publisher_confirms=True, on_return_raises=False
         )
         results = await publish_channel.get_exchange(self.names.results_exchange)
+        markers = await publish_channel.get_exchange(self.names.markers)
         publisher = Publisher(publish_channel, timeout_s=settings.publish_timeout_s)
         subsystems = self._subsystems
         if subsystems is None:
@@ -166,7 +183,9 @@ class Worker:
             subsystems = remote.subsystems()
         optimiser = AsyncSelfOptimiser(
             subsystems=subsystems,
-            review=AmqpReviewSink(publisher, self.names.review_queue),
+            review=AmqpReviewSink(
+                publisher, await publish_channel.get_exchange(self.names.review_exchange)
+            ),
             config=settings.optimiser,
             clock=self.clock,
             metrics=self.optimiser_metrics,
@@ -175,21 +194,31 @@ class Worker:
             window_s=settings.dedup_window_s, limit=settings.remember_limit, clock=self.clock
         )
         follower = StateFollower(memory, optimiser, self.names, clock=self.clock)
-        if not await self._restore(follower, stop):
+        control = ControlFollower(self.names, optimiser)
+        if not await self._restore(follower, control, markers, stop):
             return
+        self._control = control
+
+        async def catch_up() -> None:
+            await caught_up(markers, [follower, control], settings.state_timeout_s)
+
         handler = _PlanHandler(
             self,
             optimiser=optimiser,
             publisher=publisher,
             results=results,
+            invalid=await publish_channel.get_exchange(self.names.invalid_exchange),
             memory=memory,
             follower=follower,
+            catch_up=catch_up,
         )
 
         consumer_tag = await topology.plans.consume(self._track(handler.handle))
         self._state = "consuming"
         log.info("consuming %s (prefetch %d)", self.names.plans_queue, settings.prefetch)
+        poller = asyncio.create_task(self._poll_queues(consume_connection))
         await stop.wait()
+        poller.cancel()
 
         self._state = "stopping"
         self._stopping = True
@@ -207,24 +236,57 @@ class Worker:
         self._state = "stopped"
         log.info("stopped")
 
-    async def _restore(self, follower: StateFollower, stop: asyncio.Event) -> bool:
-        """Read the guardrail state before consuming; fail closed (and retry) if it can't."""
+    async def _restore(
+        self,
+        state: StateFollower,
+        control: ControlFollower,
+        markers: AbstractExchange,
+        stop: asyncio.Event,
+    ) -> bool:
+        """Read the guardrail state and the pause state before consuming; fail closed (and
+        retry) if either cannot be read to its end."""
         settings = self.settings
         delay = 1.0
         while not stop.is_set():
             self._state = "restoring guardrail state"
             since = self.clock.now() - timedelta(seconds=settings.state_window_s)
+            followers: list[StreamFollower] = [state, control]
             try:
-                await follower.start(
-                    *self._connections, since=since, timeout_s=settings.state_timeout_s
-                )
+                # Read on the consuming connection; markers go out on the publishing one, which
+                # a resource alarm may block (the reading one must never be).
+                await state.follow(self._connections[0], offset=since)
+                await control.follow(self._connections[0], offset="first")
+                await caught_up(markers, followers, settings.state_timeout_s)
+                control.caught_up()
+                log.info(
+                    "state restored from %s: %d records since %s, %d action ids remembered",
+                    state.stream, state.records_read, since.isoformat(timespec="seconds"),
+                    len(state.memory),
+                )  # fmt: skip
                 return True
-            except (StateUnavailable, aio_pika.exceptions.AMQPError, RuntimeError) as exc:
+            except (StreamUnavailable, aio_pika.exceptions.AMQPError, RuntimeError) as exc:
+                for follower in followers:
+                    await follower.close()
                 self._state = f"not consuming: guardrail state not restored ({exc})"
                 log.error("%s; retrying in %.0fs", self._state, delay)
             await _unless_stopped(asyncio.sleep(delay), stop)
             delay = min(delay * 2, 30.0)
         return False
+
+    async def _poll_queues(self, connection: AbstractRobustConnection) -> None:
+        """Keep the queue gauges current; a failed poll leaves them as they were."""
+        period = self.settings.queue_poll_s
+        while period > 0:
+            try:
+                states = await queue_states(connection, self.names.watched)
+            except (aio_pika.exceptions.AMQPError, RuntimeError, OSError) as exc:
+                log.debug("queue poll failed: %s", exc)
+            else:
+                for label, state in states.items():
+                    if state is not None:
+                        self.metrics.queue_messages.labels(label).set(state.messages)
+                        self.metrics.queue_consumers.labels(label).set(state.consumers)
+            await asyncio.sleep(period)
 
     def _track(self, handle: _Handle) -> _Handle:
         """Wrap ``handle`` so that a plan in hand is finished whatever happens to its channel.
@@ -269,12 +331,16 @@ class _PlanHandler:
         optimiser: AsyncSelfOptimiser,
         publisher: Publisher,
         results: AbstractExchange,
+        invalid: AbstractExchange,
         memory: RecordMemory,
         follower: StateFollower,
+        catch_up: Callable[[], Awaitable[None]],
     ) -> None:
         self._worker = worker
         self._memory = memory
         self._follower = follower
+        self._catch_up = catch_up
+        self._invalid = invalid
         self._optimiser = optimiser
         self._publisher = publisher
         self._results = results
@@ -345,7 +411,7 @@ class _PlanHandler:
         if redelivered:
             # Another worker (or this one, before a reconnect) may have enacted part of this
             # plan: read the stream up to now before deciding what is new.
-            await self._follower.barrier(self._settings.state_timeout_s)
+            await self._catch_up()
         fresh = [a for a in plan.actions if self._memory.get(a.action_id) is None]
         enacted: list[EnactmentRecord] = []
         if fresh:
@@ -454,9 +520,7 @@ class _PlanHandler:
             timestamp=message.timestamp,
         )
         try:
-            routed = await self._publisher.publish(
-                self._publisher.default_exchange, self._names.invalid_queue, parked
-            )
+            routed = await self._publisher.publish(self._invalid, "", parked)
             if not routed:
                 raise PublishFailed(f"queue {self._names.invalid_queue!r} does not exist")
         except PublishFailed as exc:

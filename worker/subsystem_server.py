@@ -19,8 +19,9 @@ from collections.abc import Awaitable, Callable
 from typing import Final, TypeVar
 
 import aio_pika
+import aiormq
 import msgspec
-from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
+from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractRobustConnection
 
 from schemas import encode
 from schemas.codec import JSON
@@ -92,14 +93,12 @@ class SubsystemServer:
         try:
             channel = await connection.channel()
             await channel.set_qos(prefetch_count=self._prefetch)
-            commands = await channel.declare_exchange(
-                self._names.commands_exchange, aio_pika.ExchangeType.TOPIC, durable=True
-            )
+            await self._ensure_commands_exchange(connection)
             for subsystem in handlers:
                 queue = await channel.declare_queue(
                     self._names.command_queue(subsystem.value), auto_delete=True
                 )
-                await queue.bind(commands, f"{subsystem.value}.*")
+                await queue.bind(self._names.commands_exchange, f"{subsystem.value}.*")
                 await queue.consume(self._consumer(channel, handlers))
             log.info(
                 "serving %s on %s",
@@ -110,6 +109,18 @@ class SubsystemServer:
             await (stop or asyncio.Event()).wait()
         finally:
             await connection.close()
+
+    async def _ensure_commands_exchange(self, connection: AbstractRobustConnection) -> None:
+        """Declare ``N.commands`` only if it does not exist yet: a subsystem user needs no right
+        to configure it once the worker or the broker definitions have made it."""
+        name = self._names.commands_exchange
+        channel = await connection.channel()
+        try:
+            await channel.get_exchange(name)  # passive
+        except aiormq.exceptions.ChannelNotFoundEntity:
+            channel = await connection.channel()  # the failed declare closed the first one
+            await channel.declare_exchange(name, aio_pika.ExchangeType.TOPIC, durable=True)
+        await channel.close()
 
     def _handlers(
         self, ports: Subsystems

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import aio_pika
 import aiormq
-from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractQueue
-from pamqp.common import FieldTable
+from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractExchange, AbstractQueue
 
 from worker.errors import OptimiserError
+
+#: Defaults shared by the worker's settings and anyone declaring the topology (tests, tools).
+DELIVERY_LIMIT = 10
+RETENTION_S = 86_400
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,12 +47,26 @@ class Names:
         """A subsystem server's queue; it exists only while the server runs."""
         return f"{self.namespace}.commands.{subsystem}"
 
+    def tail_queue(self, token: str) -> str:
+        """A temporary queue of ``self-optimiser tail`` or ``publish`` following the records."""
+        return f"{self.namespace}.tail.{token}"
+
+    @property
+    def watched(self) -> dict[str, str]:
+        """The queues people watch, by a short label (metrics, ``status``)."""
+        return {
+            "plans": self.plans_queue,
+            "review": self.review_queue,
+            "invalid": self.invalid_queue,
+            "dead": self.dead_queue,
+        }
+
     @property
     def queues(self) -> tuple[str, ...]:
         """Every durable queue of the namespace (command queues come and go with servers)."""
         return (
             self.plans_queue, self.review_queue, self.invalid_queue, self.results_log,
-            self.dead_queue,
+            self.dead_queue, self.control,
         )  # fmt: skip
 
     @property
@@ -55,7 +74,8 @@ class Names:
         """Every exchange of the namespace."""
         return (
             self.plans_exchange, self.results_exchange, self.commands_exchange,
-            self.dead_exchange,
+            self.dead_exchange, self.review_exchange, self.invalid_exchange, self.markers,
+            self.control,
         )  # fmt: skip
 
     @property
@@ -79,9 +99,107 @@ class Names:
         return f"{self.namespace}.review"
 
     @property
+    def review_exchange(self) -> str:
+        """Fanout exchange in front of the review queue (the worker publishes there)."""
+        return f"{self.namespace}.review"
+
+    @property
     def invalid_queue(self) -> str:
         """Durable queue of plans that could not be read, with the reason in a header."""
         return f"{self.namespace}.plans.invalid"
+
+    @property
+    def invalid_exchange(self) -> str:
+        """Fanout exchange in front of the invalid-plans queue."""
+        return f"{self.namespace}.plans.invalid"
+
+    @property
+    def control(self) -> str:
+        """Fanout exchange and stream of pause/resume messages: the kill switch's state."""
+        return f"{self.namespace}.control"
+
+    @property
+    def markers(self) -> str:
+        """Fanout exchange into both streams: a marker read back means "caught up"."""
+        return f"{self.namespace}.markers"
+
+
+@dataclass(frozen=True, slots=True)
+class ExchangeSpec:
+    name: str
+    type: aio_pika.ExchangeType
+
+
+@dataclass(frozen=True, slots=True)
+class QueueSpec:
+    name: str
+    arguments: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class BindingSpec:
+    exchange: str
+    queue: str
+    routing_key: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Layout:
+    """The namespace's exchanges, queues and bindings, as data: declared by the worker and
+    rendered into the broker definitions of ``deploy/`` from this one place."""
+
+    exchanges: tuple[ExchangeSpec, ...]
+    queues: tuple[QueueSpec, ...]
+    bindings: tuple[BindingSpec, ...]
+
+
+def layout(
+    names: Names, *, delivery_limit: int = DELIVERY_LIMIT, retention_s: int = RETENTION_S
+) -> Layout:
+    """Plans, review items and parked plans live in quorum queues (replicated, always
+    persistent). ``N.plans`` has one active consumer at a time (a standby replica takes over
+    when it goes) and dead-letters a plan delivered more than ``delivery_limit`` times to
+    ``N.plans.dead``. The stream ``N.results.log`` keeps every record for ``retention_s``; the
+    stream ``N.control`` keeps every pause and resume (they are few)."""
+    fanout, topic = aio_pika.ExchangeType.FANOUT, aio_pika.ExchangeType.TOPIC
+    quorum: dict[str, Any] = {"x-queue-type": "quorum"}
+    plans_arguments = {
+        **quorum,
+        "x-single-active-consumer": True,
+        "x-delivery-limit": delivery_limit,
+        "x-dead-letter-exchange": names.dead_exchange,
+    }
+    stream: dict[str, Any] = {"x-queue-type": "stream"}
+    return Layout(
+        exchanges=(
+            ExchangeSpec(names.dead_exchange, fanout),
+            ExchangeSpec(names.plans_exchange, fanout),
+            ExchangeSpec(names.results_exchange, topic),
+            ExchangeSpec(names.commands_exchange, topic),
+            ExchangeSpec(names.review_exchange, fanout),
+            ExchangeSpec(names.invalid_exchange, fanout),
+            ExchangeSpec(names.control, fanout),
+            ExchangeSpec(names.markers, fanout),
+        ),
+        queues=(
+            QueueSpec(names.dead_queue, quorum),
+            QueueSpec(names.plans_queue, plans_arguments),
+            QueueSpec(names.results_log, {**stream, "x-max-age": f"{retention_s}s"}),
+            QueueSpec(names.review_queue, quorum),
+            QueueSpec(names.invalid_queue, quorum),
+            QueueSpec(names.control, stream),
+        ),
+        bindings=(
+            BindingSpec(names.dead_exchange, names.dead_queue),
+            BindingSpec(names.plans_exchange, names.plans_queue),
+            BindingSpec(names.results_exchange, names.results_log, "#"),
+            BindingSpec(names.markers, names.results_log),
+            BindingSpec(names.markers, names.control),
+            BindingSpec(names.review_exchange, names.review_queue),
+            BindingSpec(names.invalid_exchange, names.invalid_queue),
+            BindingSpec(names.control, names.control),
+        ),
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,25 +215,21 @@ class TopologyMismatch(OptimiserError):
     """A queue or exchange exists with other arguments than this version declares."""
 
 
-#: Defaults shared by the worker's settings and anyone declaring the topology (tests, tools).
-DELIVERY_LIMIT = 10
-RETENTION_S = 86_400
-
-
 async def declare(
     channel: AbstractChannel,
     names: Names,
     *,
     delivery_limit: int = DELIVERY_LIMIT,
     retention_s: int = RETENTION_S,
+    create: bool = True,
 ) -> Topology:
-    """Declare (idempotently) every exchange and queue of the namespace.
+    """Declare (idempotently) every exchange, queue and binding of ``layout()``.
 
-    Plans, review items and parked plans live in quorum queues (replicated, always
-    persistent). ``N.plans`` has one active consumer at a time (a standby replica takes over
-    when it goes) and dead-letters a plan delivered more than ``delivery_limit`` times to
-    ``N.plans.dead``. The stream ``N.results.log`` keeps every record for ``retention_s``.
+    With ``create=False`` only check that the exchanges and queues exist (a passive declare
+    needs no permission), for a user that may not configure them.
     """
+    if not create:
+        return await _check(channel, names)
     try:
         return await _declare(channel, names, delivery_limit, retention_s)
     except aiormq.exceptions.ChannelPreconditionFailed as exc:
@@ -127,41 +241,69 @@ async def declare(
         ) from None
 
 
+async def _check(channel: AbstractChannel, names: Names) -> Topology:
+    spec = layout(names)
+    try:
+        for exchange in spec.exchanges:
+            await channel.get_exchange(exchange.name)
+        for queue in spec.queues:
+            await channel.get_queue(queue.name)
+    except aiormq.exceptions.ChannelNotFoundEntity as exc:
+        raise TopologyMismatch(
+            f"namespace {names.namespace!r} is not fully declared ({exc}): load the definitions "
+            f"(`self-optimiser definitions`) into the broker, or let the worker declare them "
+            f"(declare_topology = true, with a user that may configure them)"
+        ) from None
+    return Topology(
+        names=names,
+        plans=await channel.get_queue(names.plans_queue),
+        results=await channel.get_exchange(names.results_exchange),
+    )
+
+
 async def _declare(
     channel: AbstractChannel, names: Names, delivery_limit: int, retention_s: int
 ) -> Topology:
-    quorum: FieldTable = {"x-queue-type": "quorum"}
-    dead = await channel.declare_exchange(
-        names.dead_exchange, aio_pika.ExchangeType.FANOUT, durable=True
+    spec = layout(names, delivery_limit=delivery_limit, retention_s=retention_s)
+    exchanges = {
+        e.name: await channel.declare_exchange(e.name, e.type, durable=True) for e in spec.exchanges
+    }
+    queues = {
+        q.name: await channel.declare_queue(q.name, durable=True, arguments=q.arguments)
+        for q in spec.queues
+    }
+    for binding in spec.bindings:
+        await queues[binding.queue].bind(exchanges[binding.exchange], binding.routing_key)
+    return Topology(
+        names=names,
+        plans=queues[names.plans_queue],
+        results=exchanges[names.results_exchange],
     )
-    dead_plans = await channel.declare_queue(names.dead_queue, durable=True, arguments=quorum)
-    await dead_plans.bind(dead, routing_key="")
-    plans_exchange = await channel.declare_exchange(
-        names.plans_exchange, aio_pika.ExchangeType.FANOUT, durable=True
-    )
-    plans = await channel.declare_queue(
-        names.plans_queue,
-        durable=True,
-        arguments={
-            **quorum,
-            "x-single-active-consumer": True,
-            "x-delivery-limit": delivery_limit,
-            "x-dead-letter-exchange": names.dead_exchange,
-        },
-    )
-    await plans.bind(plans_exchange, routing_key="")
-    results = await channel.declare_exchange(
-        names.results_exchange, aio_pika.ExchangeType.TOPIC, durable=True
-    )
-    log_stream = await channel.declare_queue(
-        names.results_log,
-        durable=True,
-        arguments={"x-queue-type": "stream", "x-max-age": f"{retention_s}s"},
-    )
-    await log_stream.bind(results, routing_key="#")
-    await channel.declare_exchange(
-        names.commands_exchange, aio_pika.ExchangeType.TOPIC, durable=True
-    )
-    await channel.declare_queue(names.review_queue, durable=True, arguments=quorum)
-    await channel.declare_queue(names.invalid_queue, durable=True, arguments=quorum)
-    return Topology(names=names, plans=plans, results=results)
+
+
+@dataclass(frozen=True, slots=True)
+class QueueState:
+    messages: int
+    consumers: int
+
+
+async def queue_states(
+    connection: AbstractConnection, queues: Mapping[str, str]
+) -> dict[str, QueueState | None]:
+    """Messages ready and consumers of each queue (by label), None for a missing one.
+
+    Each passive declare runs on a channel of its own: a robust channel answers one for a queue
+    it declared before from its cache (aio-pika 10.2), and a missing queue closes the channel.
+    """
+    states: dict[str, QueueState | None] = {}
+    for label, queue in queues.items():
+        channel = await connection.channel()
+        try:
+            declared = await channel.declare_queue(queue, passive=True)
+        except aiormq.exceptions.ChannelNotFoundEntity:
+            states[label] = None
+            continue
+        result = declared.declaration_result
+        states[label] = QueueState(int(result.message_count or 0), int(result.consumer_count or 0))
+        await channel.close()
+    return states

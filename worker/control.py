@@ -1,0 +1,164 @@
+"""The kill switch: operators pause and resume every worker of a namespace.
+
+``pause()`` and ``resume()`` publish a ``ControlMessage`` to exchange ``N.control``; the stream
+``N.control`` keeps them all. A worker reads that stream from its first message before it
+consumes a plan (``ControlFollower``), so the last pause or resume is the state across restarts
+and failovers, and keeps following it: a pause takes effect from the next action enacted.
+While paused, plans are still consumed and acked; every action is SKIPPED "paused: <reason>".
+"""
+
+from __future__ import annotations
+
+import getpass
+import logging
+import socket
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+import aio_pika
+import aiormq
+import msgspec
+from aio_pika.abc import AbstractIncomingMessage
+
+from schemas import encode
+from schemas.codec import JSON
+from schemas.control import ControlCommand, ControlMessage, decode_control
+from worker.config import WorkerSettings
+from worker.connection import connect
+from worker.errors import OptimiserError
+from worker.optimiser import AsyncSelfOptimiser
+from worker.publisher import PERSISTENT, publish_once
+from worker.streams import StreamFollower, caught_up
+from worker.topology import Names
+
+log = logging.getLogger(__name__)
+
+
+class ControlFollower(StreamFollower):
+    """Follows ``N.control``; the last pause or resume read is ``current``.
+
+    With an ``optimiser``, each one read pauses or resumes it.
+    """
+
+    def __init__(self, names: Names, optimiser: AsyncSelfOptimiser | None = None) -> None:
+        super().__init__(names.control)
+        self._optimiser = optimiser
+        self.current: ControlMessage | None = None
+        self.live = False  # set once caught up: from then on each change is logged
+        # A robust channel consumes again from the first message after a reconnect: what was
+        # read already must not be applied again (a stale resume would lift a pause in force).
+        self._offset = -1
+
+    @property
+    def paused(self) -> ControlMessage | None:
+        """The pause in force, or None."""
+        current = self.current
+        return current if current is not None and current.command is ControlCommand.PAUSE else None
+
+    def take(self, message: AbstractIncomingMessage) -> None:
+        offset = (message.headers or {}).get("x-stream-offset")
+        if isinstance(offset, int):
+            if offset <= self._offset:
+                return
+            self._offset = offset
+        try:
+            control = decode_control(message.body)
+        except msgspec.DecodeError as exc:
+            log.warning("a message in %s is not a pause or resume (%s); ignored", self.stream, exc)
+            return
+        self.current = control
+        if self._optimiser is not None:
+            if control.command is ControlCommand.PAUSE:
+                self._optimiser.pause(control.reason)
+            else:
+                self._optimiser.resume()
+        if self.live:
+            log.warning("%s", describe(control))
+
+    def caught_up(self) -> None:
+        self.live = True
+        log.info("control state from %s: %s", self.stream, describe(self.current))
+
+
+def describe(control: ControlMessage | None) -> str:
+    """One sentence for an operator: the state a control message leaves behind."""
+    if control is None:
+        return "running (never paused)"
+    when = control.issued_at.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    who = f" by {control.issued_by}" if control.issued_by else ""
+    if control.command is ControlCommand.PAUSE:
+        return (
+            f"PAUSED since {when}{who}: {control.reason or 'no reason given'} "
+            f"(every action is SKIPPED until resumed)"
+        )
+    because = f": {control.reason}" if control.reason else ""
+    return f"running (resumed {when}{who}{because})"
+
+
+def operator_name() -> str:
+    """``user@host`` of whoever runs the command, for the audit trail."""
+    try:
+        user = getpass.getuser()
+    except OSError:
+        user = "unknown"
+    return f"{user}@{socket.gethostname()}"
+
+
+async def send_control(
+    settings: WorkerSettings,
+    command: ControlCommand,
+    *,
+    reason: str,
+    issued_by: str,
+    now: Callable[[], datetime] = lambda: datetime.now(UTC),
+) -> ControlMessage:
+    """Publish one pause or resume to ``N.control``; return it once the broker confirmed it."""
+    names = Names(settings.namespace)
+    control = ControlMessage(command=command, reason=reason, issued_by=issued_by, issued_at=now())
+    try:
+        msgspec.json.decode(encode(control), type=ControlMessage)  # the same checks as readers
+    except msgspec.ValidationError as exc:
+        raise OptimiserError(f"the {command.value} message is not valid: {exc}") from None
+    connection = await connect(settings, f"{command.value}-cli")
+    try:
+        channel = await connection.channel(publisher_confirms=True)
+        await publish_once(
+            channel,
+            names.control,
+            aio_pika.Message(
+                encode(control),
+                content_type=JSON,
+                delivery_mode=PERSISTENT,
+                type=f"control.{command.value}",
+            ),
+            namespace=names.namespace,
+            timeout_s=settings.publish_timeout_s,
+            if_unconfirmed=f"run `self-optimiser status` to see whether the {command.value} "
+            f"took effect, and try again",
+        )
+    finally:
+        await connection.close()
+    return control
+
+
+async def read_control(settings: WorkerSettings) -> ControlMessage | None:
+    """The last pause or resume of the namespace (None if there never was one)."""
+    names = Names(settings.namespace)
+    connection = await connect(settings, "status-cli")
+    try:
+        follower = ControlFollower(names)
+        try:
+            await follower.follow(connection, offset="first")
+        except aiormq.exceptions.ChannelNotFoundEntity:
+            raise OptimiserError(
+                f"stream {names.control!r} does not exist: start `self-optimiser run` once "
+                f"(namespace {names.namespace!r}) so that it declares it"
+            ) from None
+        # Operators may publish to N.control but not to N.markers: the marker goes there.
+        channel = await connection.channel()
+        control = await channel.get_exchange(names.control)
+        await caught_up(control, [follower], settings.state_timeout_s)
+        await follower.close()
+        return follower.current
+    finally:
+        await connection.close()
