@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 import aio_pika
 import aiormq
 import msgspec
-from aio_pika.abc import AbstractIncomingMessage
+from aiormq.abc import DeliveredMessage
 
 from schemas import encode
 from schemas.codec import JSON
@@ -45,9 +45,9 @@ class ControlFollower(StreamFollower):
         self._optimiser = optimiser
         self.current: ControlMessage | None = None
         self.live = False  # set once caught up: from then on each change is logged
-        # A robust channel consumes again from the first message after a reconnect: what was
-        # read already must not be applied again (a stale resume would lift a pause in force).
-        self._offset = -1
+        # What was read already must never be applied again (a stale resume would lift a pause
+        # in force), whatever a reconnect makes the broker deliver again.
+        self._applied = -1
 
     @property
     def paused(self) -> ControlMessage | None:
@@ -55,12 +55,12 @@ class ControlFollower(StreamFollower):
         current = self.current
         return current if current is not None and current.command is ControlCommand.PAUSE else None
 
-    def take(self, message: AbstractIncomingMessage) -> None:
-        offset = (message.headers or {}).get("x-stream-offset")
+    def take(self, message: DeliveredMessage) -> None:
+        offset = (message.header.properties.headers or {}).get("x-stream-offset")
         if isinstance(offset, int):
-            if offset <= self._offset:
+            if offset <= self._applied:
                 return
-            self._offset = offset
+            self._applied = offset
         try:
             control = decode_control(message.body)
         except msgspec.DecodeError as exc:

@@ -53,7 +53,21 @@ class Publisher:
         Raises ``PublishFailed`` when the broker nacks, the confirm does not come within the
         timeout, or the connection is lost meanwhile (the message may or may not have landed).
         """
-        message_id = message.message_id or ""
+        return await self.publish_body(exchange.name, routing_key, message.body, message.properties)
+
+    async def publish_body(
+        self,
+        exchange: str,
+        routing_key: str,
+        body: bytes,
+        properties: aiormq.spec.Basic.Properties,
+    ) -> bool:
+        """``publish`` for a body and its AMQP properties, without an ``aio_pika.Message``.
+
+        The records' hot path: building an ``aio_pika.Message`` (and its properties again at
+        each publish) cost the worker about a tenth of its time per action.
+        """
+        message_id = properties.message_id or ""
         done: asyncio.Future[None] | None = None
         try:
             # One deadline for all of it: waiting for a reconnect, for an earlier publish with
@@ -63,11 +77,18 @@ class Publisher:
                     await asyncio.shield(earlier)
                 done = asyncio.get_running_loop().create_future()
                 self._in_flight[message_id] = done
-                result = await exchange.publish(message, routing_key, mandatory=True)
+                channel = await self._channel.get_underlay_channel()
+                result = await channel.basic_publish(
+                    body,
+                    exchange=exchange,
+                    routing_key=routing_key,
+                    properties=properties,
+                    mandatory=True,
+                )
         except TimeoutError:
             raise PublishFailed(
                 f"no confirm from the broker within {self._timeout_s:g}s "
-                f"(exchange {exchange.name!r}, routing key {routing_key!r})"
+                f"(exchange {exchange!r}, routing key {routing_key!r})"
             ) from None
         except asyncio.CancelledError:
             task = asyncio.current_task()
@@ -76,16 +97,16 @@ class Publisher:
             # aiormq fails pending confirms with CancelledError when it drops a channel
             # (a missed heartbeat, for one): that is a failed publish, not our cancellation.
             raise PublishFailed(
-                f"the channel closed before the broker confirmed (exchange {exchange.name!r})"
+                f"the channel closed before the broker confirmed (exchange {exchange!r})"
             ) from None
         except aiormq.exceptions.DeliveryError as exc:
             raise PublishFailed(
-                f"the broker refused the message (exchange {exchange.name!r}, "
+                f"the broker refused the message (exchange {exchange!r}, "
                 f"routing key {routing_key!r}): {exc.frame!r}"
             ) from None
         except (aiormq.exceptions.AMQPError, ConnectionError, RuntimeError) as exc:
             raise PublishFailed(
-                f"publish to {exchange.name!r} failed: {type(exc).__name__}: {exc}"
+                f"publish to {exchange!r} failed: {type(exc).__name__}: {exc}"
             ) from None
         finally:
             if done is not None:

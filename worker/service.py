@@ -25,6 +25,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Final, TypeVar
 
 import aio_pika
+import aiormq
 import msgspec
 from aio_pika.abc import (
     AbstractChannel,
@@ -472,9 +473,12 @@ class _PlanHandler:
 
         Raises ``_Unconfirmed`` with the records the broker did not confirm.
         """
+        exchange = self._results.name
         outcomes = await asyncio.gather(
             *(
-                self._publisher.publish(self._results, routing_key(record), _record_message(record))
+                self._publisher.publish_body(
+                    exchange, routing_key(record), encode(record), _record_properties(record)
+                )
                 for record in records
             ),
             return_exceptions=True,
@@ -563,13 +567,12 @@ def _encodable(headers: Mapping[str, object]) -> dict[str, Any]:
     return safe
 
 
-def _record_message(record: EnactmentRecord) -> aio_pika.Message:
-    return aio_pika.Message(
-        encode(record),
+def _record_properties(record: EnactmentRecord) -> aiormq.spec.Basic.Properties:
+    return aiormq.spec.Basic.Properties(
         content_type=JSON,
         delivery_mode=PERSISTENT,
         message_id=record.action.action_id,
-        type="enactment_record",
+        message_type="enactment_record",
         headers={"plan_id": record.plan_id},
     )
 

@@ -20,7 +20,7 @@ from collections import OrderedDict
 from datetime import timedelta
 
 import msgspec
-from aio_pika.abc import AbstractIncomingMessage
+from aiormq.abc import DeliveredMessage
 
 from schemas import EnactmentRecord, EnactmentStatus, decode_record
 from worker.clock import Clock
@@ -80,7 +80,12 @@ class StateFollower(StreamFollower):
         self._clock = clock
         self.records_read = 0
 
-    def take(self, message: AbstractIncomingMessage) -> None:
+    def take(self, message: DeliveredMessage) -> None:
+        action_id = message.header.properties.message_id
+        if action_id and self.memory.get(action_id) is not None:
+            # Known already (this worker's own record, read back): the first record of an
+            # action is the one kept, and its cool-down was armed when it was learnt.
+            return
         try:
             record = decode_record(message.body)
         except (msgspec.DecodeError, UnicodeDecodeError):
