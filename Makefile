@@ -29,7 +29,7 @@ types: $(STAMP)
 test: $(STAMP)
 	$(BIN)/pytest
 
-bench: $(STAMP)  ## micro-benchmarks; prints a table and writes bench/results/
+bench: $(STAMP)  ## benchmarks side by side, in-process and end to end (needs RabbitMQ, ~20 min); writes bench/results/
 	$(BIN)/python -m bench
 
 schemas: $(STAMP)  ## regenerate schemas/json/ from the Structs

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 import urllib.request
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -240,3 +241,15 @@ def test_schema_control_validates_a_real_control_message(
     schema = json.loads(capsys.readouterr().out)
     message = ControlMessage(command=ControlCommand.PAUSE, reason="r", issued_at=datetime.now(UTC))
     jsonschema.Draft202012Validator(schema).validate(json.loads(encode(message)))
+
+
+def test_an_unreachable_broker_is_one_sentence_and_exit_1_within_seconds(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OPTIMISER_AMQP_URL", "amqp://guest:guest@127.0.0.1:1/")
+    started = time.monotonic()
+    assert main(["status"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("self-optimiser: error: no broker answered at amqp://guest:***@")
+    assert "is RabbitMQ running there" in err[-1]
+    assert time.monotonic() - started < 30  # not the worker's two minutes of retries

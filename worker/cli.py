@@ -312,6 +312,15 @@ def _settings(config_file: Path | None) -> WorkerSettings:
         raise _Exit(2, str(exc)) from None
 
 
+#: The people's commands give up on an unreachable broker sooner than the worker does.
+TOOL_CONNECT_RETRY_S = 5.0
+
+
+def _tool_settings(config_file: Path | None) -> WorkerSettings:
+    settings = _settings(config_file)
+    return replace(settings, connect_retry_s=min(settings.connect_retry_s, TOOL_CONNECT_RETRY_S))
+
+
 class _Exit(Exception):
     def __init__(self, code: int, message: str) -> None:
         super().__init__(message)
@@ -327,7 +336,7 @@ def _run(config_file: Path | None) -> int:
 
 
 def _publish(args: argparse.Namespace) -> int:
-    settings = _settings(args.config)
+    settings = _tool_settings(args.config)
     try:
         plan, body = read_plan(args.plan)
     except PlanRejected as exc:
@@ -360,7 +369,7 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _control(args: argparse.Namespace) -> int:
-    settings = _settings(args.config)
+    settings = _tool_settings(args.config)
     command = ControlCommand(args.command)
     if len(args.reason) > 500:
         raise _Exit(2, "--reason is longer than 500 characters")
@@ -379,12 +388,12 @@ def _control(args: argparse.Namespace) -> int:
 
 
 def _status(args: argparse.Namespace) -> int:
-    asyncio.run(show_status(_settings(args.config), as_json=args.json))
+    asyncio.run(show_status(_tool_settings(args.config), as_json=args.json))
     return 0
 
 
 def _review(args: argparse.Namespace) -> int:
-    settings = _settings(args.config)
+    settings = _tool_settings(args.config)
     found = asyncio.run(
         work_review(
             settings,
@@ -430,7 +439,7 @@ def _definitions(args: argparse.Namespace) -> int:
 
 
 def _tail(args: argparse.Namespace) -> int:
-    settings = _settings(args.config)
+    settings = _tool_settings(args.config)
     asyncio.run(
         tail_records(
             settings, kind=args.kind, status=args.status, module=args.module, as_json=args.json

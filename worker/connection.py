@@ -89,6 +89,7 @@ async def connect(settings: WorkerSettings, role: str) -> AbstractRobustConnecti
             raise refused from None
         raise BrokerUnavailable(
             f"no broker answered at {settings.safe_url} within {settings.connect_retry_s:g}s "
-            f"({type(exc).__name__}: {exc})"
+            f"({type(exc).__name__}: {exc}): is RabbitMQ running there, and is "
+            f"OPTIMISER_AMQP_URL right?"
         ) from None
     raise AssertionError("unreachable: tenacity either returns or raises")  # pragma: no cover
