@@ -165,20 +165,19 @@ def plot(e2e: dict[str, Any], summary: dict[str, Any], path: Path) -> None:
         axes[1][0], latency, colours, "p99 ms, plan published -> last record",
         "latency (p99), at idle and at half of each one's own peak",
     )  # fmt: skip
-    axes[1][1].bar(
-        [f"{m['backlog_plans']:,}" for m in e2e["memory"]],
-        [m["peak_rss_mb"] for m in e2e["memory"]],
-        color=colours[WORKER],
-    )
-    axes[1][1].set_title("worker resident memory vs backlog (plans)")
-    axes[1][1].set_ylabel("MB (peak)")
-    axes[1][2].bar(
-        [f"{s['records']:,} records" for s in e2e["startup"]],
-        [s["seconds"] for s in e2e["startup"]],
-        color=colours[WORKER],
-    )
-    axes[1][2].set_title("worker start-up, state replay included")
-    axes[1][2].set_ylabel("seconds to consuming")
+    for axis, bars, title, ylabel in (
+        (
+            axes[1][1], {f"{m['backlog_plans']:,}": m["peak_rss_mb"] for m in e2e["memory"]},
+            "worker resident memory vs backlog (plans)", "MB (peak)",
+        ),
+        (
+            axes[1][2], {f"{s['records']:,} records": s["seconds"] for s in e2e["startup"]},
+            "worker start-up, state replay included", "seconds to consuming",
+        ),
+    ):  # fmt: skip
+        axis.bar(list(bars), list(bars.values()), color=colours[WORKER])
+        axis.set_title(title)
+        axis.set_ylabel(ylabel)
     figure.suptitle(
         f"self-optimiser vs relays: worker {summary['worker_vs_relay']:.2f}x the aio-pika relay, "
         f"{summary['worker_vs_faststream']:.2f}x the FastStream relay "

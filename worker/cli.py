@@ -70,6 +70,12 @@ def _add_log_level(parser: argparse.ArgumentParser, *, default: str) -> None:
     )
 
 
+def _add_tool_options(parser: argparse.ArgumentParser) -> None:
+    """--log-level (WARNING: a person reads the output) and --config, for the people's commands."""
+    _add_log_level(parser, default="WARNING")
+    _add_config(parser)
+
+
 def _add_config(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--config",
@@ -164,8 +170,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--timeout", type=_positive_seconds, default=30.0, metavar="S",
         help="how long to wait for the records (default: 30)",
     )  # fmt: skip
-    _add_log_level(publish, default="WARNING")
-    _add_config(publish)
+    _add_tool_options(publish)
 
     tail = commands.add_parser(
         "tail",
@@ -181,8 +186,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     tail.add_argument("--module", help="only this module (exact name)")
     tail.add_argument("--json", action="store_true", help="one JSON record per line")
-    _add_log_level(tail, default="WARNING")
-    _add_config(tail)
+    _add_tool_options(tail)
 
     _add_control_commands(commands)
     _add_review_command(commands)
@@ -211,8 +215,7 @@ def _add_control_commands(commands: argparse._SubParsersAction[argparse.Argument
         ),
     )
     status.add_argument("--json", action="store_true", help="one JSON object, for scripts")
-    _add_log_level(status, default="WARNING")
-    _add_config(status)
+    _add_tool_options(status)
 
     pause = commands.add_parser(
         "pause",
@@ -228,8 +231,7 @@ def _add_control_commands(commands: argparse._SubParsersAction[argparse.Argument
     )
     pause.add_argument("--reason", default="", help="why, for the records and the people on call")
     _add_identity(pause)
-    _add_log_level(pause, default="WARNING")
-    _add_config(pause)
+    _add_tool_options(pause)
 
     resume = commands.add_parser(
         "resume",
@@ -242,8 +244,7 @@ def _add_control_commands(commands: argparse._SubParsersAction[argparse.Argument
     )
     resume.add_argument("--reason", default="", help="why, for the audit trail")
     _add_identity(resume)
-    _add_log_level(resume, default="WARNING")
-    _add_config(resume)
+    _add_tool_options(resume)
 
 
 def _add_review_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -272,8 +273,7 @@ def _add_review_command(commands: argparse._SubParsersAction[argparse.ArgumentPa
         if verb == "show":
             one.add_argument("--json", action="store_true", help="as one JSON object")
     for each in verbs.choices.values():
-        _add_log_level(each, default="WARNING")
-        _add_config(each)
+        _add_tool_options(each)
 
 
 def _add_definitions_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -301,8 +301,7 @@ def _add_definitions_command(commands: argparse._SubParsersAction[argparse.Argum
         "--password-env", action="store_true", help="take passwords from OPTIMISER_PASSWORD_<ROLE>"
     )
     definitions.add_argument("--output", "-o", type=Path, metavar="FILE", help="(default: stdout)")
-    _add_log_level(definitions, default="WARNING")
-    _add_config(definitions)
+    _add_tool_options(definitions)
 
 
 def _settings(config_file: Path | None) -> WorkerSettings:
