@@ -253,3 +253,19 @@ def test_an_unreachable_broker_is_one_sentence_and_exit_1_within_seconds(
     assert err[-1].startswith("self-optimiser: error: no broker answered at amqp://guest:***@")
     assert "is RabbitMQ running there" in err[-1]
     assert time.monotonic() - started < 30  # not the worker's two minutes of retries
+
+
+async def test_a_pause_still_reaches_a_worker_whose_control_consumer_the_broker_cancelled(
+    broker: Broker, start_worker: WorkerStarter
+) -> None:
+    """The broker cancels a stream consumer when the stream goes (or, in a cluster, its
+    replica): the worker must consume it again, or it would never see a pause."""
+    worker = await start_worker(subsystems=seed_subsystems(seed_cycle(), None))
+    await broker.channel.queue_delete(broker.names.control)
+    await asyncio.sleep(1.0)  # the worker retries while the stream is missing
+    await broker.declare_topology()
+    await _publish_control(broker, ControlMessage(
+        command=ControlCommand.PAUSE, reason="after the cancel", issued_at=datetime.now(UTC)
+    ))  # fmt: skip
+    await wait_for(lambda: worker.worker.paused is not None, what="the pause", timeout=30)
+    assert worker.worker.readiness()[0]  # and it kept consuming throughout

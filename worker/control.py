@@ -40,14 +40,17 @@ class ControlFollower(StreamFollower):
     With an ``optimiser``, each one read pauses or resumes it.
     """
 
+    read_again_from_first = True
+
     def __init__(self, names: Names, optimiser: AsyncSelfOptimiser | None = None) -> None:
         super().__init__(names.control)
         self._optimiser = optimiser
         self.current: ControlMessage | None = None
         self.live = False  # set once caught up: from then on each change is logged
         # What was read already must never be applied again (a stale resume would lift a pause
-        # in force), whatever a reconnect makes the broker deliver again.
-        self._applied = -1
+        # in force) when the stream is read again from its start after a reconnect or a cancel.
+        # Control messages are few: each one is known by its body.
+        self._seen: set[bytes] = set()
 
     @property
     def paused(self) -> ControlMessage | None:
@@ -56,11 +59,9 @@ class ControlFollower(StreamFollower):
         return current if current is not None and current.command is ControlCommand.PAUSE else None
 
     def take(self, message: DeliveredMessage) -> None:
-        offset = (message.header.properties.headers or {}).get("x-stream-offset")
-        if isinstance(offset, int):
-            if offset <= self._applied:
-                return
-            self._applied = offset
+        if message.body in self._seen:
+            return
+        self._seen.add(message.body)
         try:
             control = decode_control(message.body)
         except msgspec.DecodeError as exc:

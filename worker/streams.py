@@ -10,17 +10,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import uuid
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Final
 
 import aio_pika
+import aiormq
 from aio_pika.abc import AbstractExchange, AbstractRobustChannel
 from aio_pika.abc import AbstractRobustConnection as Connection
 from aiormq.abc import DeliveredMessage
 
 from worker.errors import OptimiserError
+
+log = logging.getLogger(__name__)
 
 MARKER_TYPE: Final = "stream-marker"
 #: Messages read from a stream before each acknowledgement round-trip.
@@ -41,12 +45,20 @@ class StreamFollower:
     After a reconnect it consumes again from the message after the last one it read.
     """
 
+    #: Consume again from the first message after a reconnect or a cancel, instead of from
+    #: the one after the last read: for a short stream whose reader drops what it has seen,
+    #: and which must also survive the stream being declared anew (its offsets start over).
+    read_again_from_first: bool = False
+
     def __init__(self, stream: str) -> None:
         self.stream = stream
         self._channel: AbstractRobustChannel | None = None
         self._markers: dict[str, asyncio.Future[None]] = {}
         self._unacked = 0
         self._offset: datetime | str | int = "next"
+        self._tag: str | None = None
+        self._resuming: asyncio.Task[None] | None = None
+        self._connection: Connection | None = None
 
     async def follow(self, connection: Connection, *, offset: datetime | str) -> None:
         """Start consuming; ``offset`` is a time or one of "first", "last", "next"."""
@@ -55,7 +67,7 @@ class StreamFollower:
         self._offset = offset
         try:
             await channel.set_qos(prefetch_count=STREAM_PREFETCH)
-            await channel.declare_queue(self.stream, passive=True)
+            await self._check_exists(connection)
             await self._consume(channel)
         except BaseException:
             with contextlib.suppress(Exception):
@@ -63,20 +75,67 @@ class StreamFollower:
             raise
         channel.reopen_callbacks.add(self._reconsume)
         self._channel = channel
+        self._connection = connection
 
     async def _reconsume(self, channel: AbstractRobustChannel | None) -> None:
+        # After a reconnect: consume again (checked first, in a task of its own, so that a
+        # stream that is gone cannot fail the channel's restore).
         if channel is not None:
-            await self._consume(channel)
+            self._start_resuming()
+
+    async def _check_exists(self, connection: Connection) -> None:
+        """Raise ``ChannelNotFoundEntity`` if the stream is missing. Asked on a channel of its
+        own: a missing queue closes the channel it is asked on, and the robust one would then
+        declare it again at every restore."""
+        probe = await connection.channel()
+        try:
+            await probe.declare_queue(self.stream, passive=True)
+        finally:
+            with contextlib.suppress(Exception):
+                await probe.close()
 
     async def _consume(self, channel: AbstractRobustChannel) -> None:
         self._unacked = 0  # delivery tags start again on a new channel
         underlay = await channel.get_underlay_channel()
-        await underlay.basic_consume(
-            self.stream, self._on_message, arguments={"x-stream-offset": self._offset}
+        underlay.on_consumer_cancel_callbacks.add(self._on_cancel)
+        offset = "first" if self.read_again_from_first else self._offset
+        consuming = await underlay.basic_consume(
+            self.stream, self._on_message, arguments={"x-stream-offset": offset}
         )
+        self._tag = consuming.consumer_tag
+
+    async def _on_cancel(self, frame: aiormq.spec.Basic.Cancel) -> None:
+        """The broker ended our consumer (the stream deleted, or its replica gone in a
+        cluster): consume again from where we were, until it works. Silence here would leave
+        a worker blind to a pause."""
+        if frame.consumer_tag == self._tag and self._channel is not None:
+            log.warning("the broker cancelled the consumer of %s; consuming it again", self.stream)
+            self._start_resuming()
+
+    def _start_resuming(self) -> None:
+        if self._resuming is None or self._resuming.done():
+            self._resuming = asyncio.create_task(self._consume_again())
+
+    async def _consume_again(self) -> None:
+        delay = 0.5
+        while (channel := self._channel) is not None and self._connection is not None:
+            try:
+                await self._check_exists(self._connection)
+                await self._consume(channel)
+                log.info("consuming %s again from offset %s", self.stream, self._offset)
+                return
+            except (aiormq.exceptions.AMQPError, RuntimeError, ConnectionError) as exc:
+                log.warning(
+                    "cannot consume %s yet (%s); retrying in %.1fs",
+                    self.stream, exc or type(exc).__name__, delay,
+                )  # fmt: skip
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 10.0)
 
     async def close(self) -> None:
         channel, self._channel = self._channel, None
+        if self._resuming is not None:
+            self._resuming.cancel()
         if channel is not None:
             channel.reopen_callbacks.discard(self._reconsume)
             with contextlib.suppress(Exception):
