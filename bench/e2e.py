@@ -44,7 +44,7 @@ import aiormq
 from aio_pika.abc import AbstractIncomingMessage, AbstractRobustConnection
 
 from schemas import ActionKind, EnactmentRecord, EnactmentStatus, ImprovementAction, Plan, encode
-from worker.topology import Names, layout
+from worker.topology import Names, layout, queue_states
 
 RELAY: Final = "aio-pika relay"
 FASTSTREAM: Final = "FastStream relay"
@@ -242,15 +242,12 @@ class Namespace:
         await channel.close()
 
     async def state(self, queue: str) -> tuple[int, int]:
-        """(messages ready, consumers), by a passive declare on a fresh channel."""
+        """(messages ready, consumers) of a queue of the namespace."""
         assert self.connection is not None
-        channel = await self.connection.channel()
-        try:
-            declared = await channel.declare_queue(queue, passive=True)
-            result = declared.declaration_result
-            return int(result.message_count or 0), int(result.consumer_count or 0)
-        finally:
-            await channel.close()
+        found = (await queue_states(self.connection, {queue: queue}))[queue]
+        if found is None:
+            raise BenchError(f"queue {queue!r} is gone")
+        return found.messages, found.consumers
 
     async def until_consumed(self, candidate: Candidate, timeout_s: float = 60.0) -> None:
         """Until the candidate consumes the plans queue (the worker: its state is read)."""

@@ -21,7 +21,7 @@ import aio_pika
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractRobustConnection
 
 from schemas import EnactmentRecord, decode_record
-from worker.topology import DELIVERY_LIMIT, Names
+from worker.topology import DELIVERY_LIMIT, Names, queue_states
 
 LOCAL_URL = "amqp://guest:guest@127.0.0.1:5672/"
 
@@ -130,17 +130,11 @@ class Broker:
         return queue
 
     async def depth(self, queue_name: str) -> int:
-        """Messages ready in ``queue_name``, by a passive declare on a channel of its own.
-
-        A robust channel that declared the queue before answers a passive declare from its
-        cache (aio-pika 10.2): the count would be the one from that first declare.
-        """
-        channel = await self.connection.channel()
-        try:
-            queue = await channel.declare_queue(queue_name, passive=True)
-            return int(queue.declaration_result.message_count or 0)
-        finally:
-            await channel.close()
+        """Messages ready in ``queue_name`` (``queue_states`` says why on a fresh channel)."""
+        state = (await queue_states(self.connection, {queue_name: queue_name}))[queue_name]
+        if state is None:
+            raise AssertionError(f"queue {queue_name!r} does not exist")
+        return state.messages
 
     async def drain(
         self, queue_name: str, *, expect: int, timeout: float = 20.0

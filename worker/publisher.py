@@ -41,10 +41,6 @@ class Publisher:
         # be in flight twice on a channel: a second publish with it waits for the first.
         self._in_flight: dict[str, asyncio.Future[None]] = {}
 
-    @property
-    def default_exchange(self) -> AbstractExchange:
-        return self._channel.default_exchange
-
     async def publish(
         self, exchange: AbstractExchange, routing_key: str, message: aio_pika.Message
     ) -> bool:

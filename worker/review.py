@@ -16,7 +16,6 @@ from typing import Final
 import aio_pika
 import msgspec
 from aio_pika.abc import (
-    AbstractChannel,
     AbstractExchange,
     AbstractIncomingMessage,
     AbstractRobustConnection,
@@ -104,7 +103,6 @@ class ReviewDesk:
         self._names = Names(settings.namespace)
         self._progress = progress
         self._connection: AbstractRobustConnection | None = None
-        self._channel: AbstractChannel | None = None
         self._taken: list[AbstractIncomingMessage] = []
         self._settled: set[int | None] = set()
 
@@ -135,7 +133,6 @@ class ReviewDesk:
         if pending.messages == 0:
             return []
         channel = await self._connection.channel()
-        self._channel = channel
         await channel.set_qos(prefetch_count=0)  # all of them at once, none acked
         queue = await channel.get_queue(queue_name, ensure=False)
         arrived: asyncio.Queue[AbstractIncomingMessage] = asyncio.Queue()

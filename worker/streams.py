@@ -122,7 +122,7 @@ class StreamFollower:
             try:
                 await self._check_exists(self._connection)
                 await self._consume(channel)
-                log.info("consuming %s again from offset %s", self.stream, self._offset)
+                log.info("consuming %s again", self.stream)
                 return
             except (aiormq.exceptions.AMQPError, RuntimeError, ConnectionError) as exc:
                 log.warning(

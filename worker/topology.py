@@ -244,10 +244,8 @@ async def declare(
 async def _check(channel: AbstractChannel, names: Names) -> Topology:
     spec = layout(names)
     try:
-        for exchange in spec.exchanges:
-            await channel.get_exchange(exchange.name)
-        for queue in spec.queues:
-            await channel.get_queue(queue.name)
+        exchanges = {e.name: await channel.get_exchange(e.name) for e in spec.exchanges}
+        queues = {q.name: await channel.get_queue(q.name) for q in spec.queues}
     except aiormq.exceptions.ChannelNotFoundEntity as exc:
         raise TopologyMismatch(
             f"namespace {names.namespace!r} is not fully declared ({exc}): load the definitions "
@@ -255,9 +253,7 @@ async def _check(channel: AbstractChannel, names: Names) -> Topology:
             f"(declare_topology = true, with a user that may configure them)"
         ) from None
     return Topology(
-        names=names,
-        plans=await channel.get_queue(names.plans_queue),
-        results=await channel.get_exchange(names.results_exchange),
+        names=names, plans=queues[names.plans_queue], results=exchanges[names.results_exchange]
     )
 
 
