@@ -122,9 +122,15 @@ class Broker:
         await exchange.publish(aio_pika.Message(body, **properties), routing_key="")
 
     async def results_queue(self, pattern: str = "#") -> aio_pika.abc.AbstractQueue:
-        """A queue bound to ``N.results`` with ``pattern``, deleted at clean-up."""
+        """A queue bound to ``N.results`` with ``pattern``, deleted at clean-up.
+
+        Durable: a broker restart must not drop the records that land before this test's own
+        connection is back (the worker, reconnecting every second, is often first).
+        """
         await self.declare_topology()
-        queue = await self.channel.declare_queue(f"{self.names.namespace}.test-results.{pattern}")
+        queue = await self.channel.declare_queue(
+            f"{self.names.namespace}.test-results.{pattern}", durable=True
+        )
         await queue.bind(self.names.results_exchange, pattern)
         self.extra_queues.append(queue.name)
         return queue
