@@ -21,6 +21,7 @@ from tests.broker import Broker
 from tests.conftest import RunningWorker, WorkerStarter, plan_of, seed_cycle, wait_for
 from worker.cli import main
 from worker.inprocess import seed_subsystems
+from worker.topology import TopologyMismatch
 
 pytestmark = pytest.mark.integration
 
@@ -269,3 +270,27 @@ async def test_a_pause_still_reaches_a_worker_whose_control_consumer_the_broker_
     ))  # fmt: skip
     await wait_for(lambda: worker.worker.paused is not None, what="the pause", timeout=30)
     assert worker.worker.readiness()[0]  # and it kept consuming throughout
+
+
+async def test_the_queue_gauges_follow_the_broker(
+    broker: Broker, start_worker: WorkerStarter
+) -> None:
+    await broker.declare_topology()
+    review = await broker.channel.get_exchange(broker.names.review_exchange)
+    for n in range(2):
+        await review.publish(aio_pika.Message(b"{}", message_id=f"g-{n}"), routing_key="")
+    worker = await start_worker(subsystems=seed_subsystems(seed_cycle(), None), queue_poll_s=0.2)
+
+    def gauge(name: str, queue: str) -> float:
+        return worker.metric(f"asi_optimiser_queue_{name}", queue=queue)
+
+    await wait_for(lambda: gauge("messages", "review") == 2, what="the review depth")
+    await wait_for(lambda: gauge("consumers", "plans") == 1, what="the worker as consumer")
+    assert gauge("messages", "invalid") == gauge("messages", "dead") == 0
+
+
+async def test_a_worker_that_may_not_declare_refuses_a_namespace_not_declared(
+    start_worker: WorkerStarter,
+) -> None:
+    with pytest.raises(TopologyMismatch, match="is not fully declared"):
+        await start_worker(declare_topology=False)
