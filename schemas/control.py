@@ -1,4 +1,4 @@
-"""The kill switch: pause and resume messages, published by operators to exchange ``N.control``.
+"""The kill switch and breaker resets: messages operators publish to exchange ``N.control``.
 
 They land in the stream ``N.control``, which every worker reads from its start at start-up and
 then follows, so the last one in the stream is the state, whatever restarts in between. While
@@ -15,7 +15,7 @@ from typing import Annotated, Final
 import msgspec
 from msgspec import Meta
 
-from schemas.messages import Message, UtcTime
+from schemas.messages import ActionKind, Message, ModuleName, UtcTime
 
 CONTROL_VERSION: Final = 1
 Reason = Annotated[str, Meta(max_length=500)]
@@ -27,16 +27,23 @@ class ControlCommand(enum.StrEnum):
 
     PAUSE = "pause"
     RESUME = "resume"
+    #: Close the breaker of (``module``, ``action_kind``); its failures so far are forgiven.
+    RESET_BREAKER = "reset_breaker"
 
 
 class ControlMessage(Message, frozen=True, kw_only=True):
-    """One pause or resume: who asked, when and why."""
+    """One pause, resume or breaker reset: who asked, when and why.
+
+    ``module`` and ``action_kind`` name the breaker a ``reset_breaker`` closes.
+    """
 
     command: ControlCommand
     issued_at: UtcTime
     reason: Reason = ""
     issued_by: Operator = ""
     version: int = CONTROL_VERSION
+    module: ModuleName | None = None
+    action_kind: ActionKind | None = None
 
 
 _control_json: Final = msgspec.json.Decoder(ControlMessage)

@@ -52,6 +52,17 @@ Rationale = Annotated[str, Meta(max_length=4096)]
 Detail = Annotated[str, Meta(max_length=MAX_DETAIL_LENGTH)]
 Seconds = Annotated[float, Meta(ge=0.0)]
 UtcTime = Annotated[datetime, Meta(tz=True, description="An RFC 3339 time with its offset (UTC).")]
+# What an action moves: `detector.p95_threshold_ms`, `budget_s[<module>]`, `version[<module>]`...
+SettingName = Annotated[
+    str,
+    Meta(
+        max_length=300,
+        description="The setting an action moves, e.g. detector.p95_threshold_ms or "
+        "budget_s[<module>]; empty when it moves none.",
+    ),
+]
+SettingValue = Annotated[float, Meta(ge=-1e12, le=1e12)] | Annotated[str, Meta(max_length=128)]
+GuardName = Annotated[str, Meta(max_length=64)]
 
 
 class ActionKind(enum.StrEnum):
@@ -119,6 +130,9 @@ class EnactmentRecord(Message, frozen=True, kw_only=True):
     ``attempted_at`` is UTC wall-clock time; ``duration_s`` is measured on a monotonic clock.
     ``replay`` marks a record published again for an action enacted before (a redelivered
     plan): nothing was done this time, and the rest of the record is the original.
+    ``setting`` is what the action moves (known before it is dispatched); ``old`` and ``new``
+    are its values before and after, as the subsystem reported them; ``guard`` names the
+    guardrail that refused the action, trimmed it, or let it through as a breaker's trial.
     """
 
     plan_id: Annotated[str, Meta(max_length=128)] = ""
@@ -128,6 +142,10 @@ class EnactmentRecord(Message, frozen=True, kw_only=True):
     duration_s: Seconds = 0.0
     attempted_at: UtcTime
     replay: bool = False
+    setting: SettingName = ""
+    old: SettingValue | None = None
+    new: SettingValue | None = None
+    guard: GuardName = ""
 
 
 def routing_key(record: EnactmentRecord) -> str:

@@ -214,6 +214,7 @@ async def test_each_user_may_do_its_job(vhost: Vhost, tmp_path: Path) -> None:
         await reflection.close()
     # operator: sees the review item, acks it, pauses, reads the state, follows the records
     from schemas.control import ControlCommand  # noqa: PLC0415
+    from worker.breakers import read_breakers  # noqa: PLC0415
     from worker.control import read_control, send_control  # noqa: PLC0415
     from worker.operator import work_review  # noqa: PLC0415
 
@@ -223,6 +224,7 @@ async def test_each_user_may_do_its_job(vhost: Vhost, tmp_path: Path) -> None:
     assert "acked roles-1" in lines[-1]
     await send_control(operator, ControlCommand.PAUSE, reason="roles test", issued_by="test")
     control = await read_control(operator)
+    assert await read_breakers(operator) == []
     assert control is not None
     assert control.reason == "roles test"
     await attempt(vhost.url("operator"), declare(n.tail_queue("x")))
@@ -265,7 +267,6 @@ REFUSALS: dict[str, list[Callable[[Names], Attempt]]] = {
         lambda n: publish(n.review_exchange),
         lambda n: publish(""),
         lambda n: consume(n.plans_queue),
-        lambda n: consume(n.results_log),
         lambda n: delete(n.review_queue),
         lambda n: declare(f"{n.namespace}.reflection.x"),
     ],

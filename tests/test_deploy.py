@@ -119,6 +119,7 @@ def _give_every_family_a_sample(instance: object) -> None:
         instance.enact_call()
         instance.observe(record, dispatched=True)
         instance.hot_swap("m", True)
+        instance.breakers = lambda: [("m", "HOT_SWAP_MODULE", True)]
     for value in vars(instance).values():
         labelnames = getattr(value, "_labelnames", ())
         if isinstance(value, MetricWrapperBase) and labelnames:

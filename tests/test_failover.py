@@ -19,7 +19,7 @@ import pytest
 from schemas import EnactmentRecord, EnactmentStatus, decode_record
 from tests.broker import Broker, rabbitmqctl
 from tests.conftest import ServerStarter, plan_of
-from tests.processes import WorkerProcess
+from tests.processes import DELIVERY_ONLY, WorkerProcess
 from tests.test_state import CountingLoad
 from worker import SubsystemResult, Subsystems
 from worker.ports import LoadShed
@@ -128,13 +128,13 @@ async def test_sigkill_mid_plan_then_restart_enacts_every_action_exactly_once(
     for plan in plans:
         await broker.publish_plan(plan)
 
-    first = await WorkerProcess(amqp_url, broker.names.namespace).start()
+    first = await WorkerProcess(amqp_url, broker.names.namespace, **DELIVERY_ONLY).start()
     await first.wait_consuming()
     await counted.until_applied(20)
     first.kill()
     await first.wait()
 
-    second = await WorkerProcess(amqp_url, broker.names.namespace).start()
+    second = await WorkerProcess(amqp_url, broker.names.namespace, **DELIVERY_ONLY).start()
     expected = {f"{p['plan_id']}-{i}" for p in plans for i in range(ACTIONS_PER_PLAN)}
     await log.until_all(expected)
     assert await second.stop() == 0
@@ -150,9 +150,9 @@ async def test_the_standby_takes_over_when_the_active_worker_dies_and_keeps_its_
     broker: Broker, amqp_url: str, counted: Counted
 ) -> None:
     load, server, log = counted.load, counted.server, counted.log
-    active = await WorkerProcess(amqp_url, broker.names.namespace).start()
+    active = await WorkerProcess(amqp_url, broker.names.namespace, **DELIVERY_ONLY).start()
     await active.wait_consuming()
-    standby = await WorkerProcess(amqp_url, broker.names.namespace).start()
+    standby = await WorkerProcess(amqp_url, broker.names.namespace, **DELIVERY_ONLY).start()
     await standby.wait_consuming()  # registered; the broker keeps it idle while active lives
 
     plans = spread_plans("f")
@@ -227,7 +227,11 @@ async def test_a_plan_that_keeps_crashing_the_worker_ends_in_the_dead_letter_que
         if not worker or worker[-1].returncode is not None:
             worker.append(
                 await WorkerProcess(
-                    amqp_url, broker.names.namespace, delivery_limit="2", prefetch="1"
+                    amqp_url,
+                    broker.names.namespace,
+                    **DELIVERY_ONLY,
+                    delivery_limit="2",
+                    prefetch="1",
                 ).start()
             )
 
@@ -265,7 +269,9 @@ async def test_a_broker_restart_loses_nothing_and_enacts_nothing_twice(
     broker: Broker, amqp_url: str, counted: Counted, broker_app: None
 ) -> None:
     load, server, log = counted.load, counted.server, counted.log
-    worker = await WorkerProcess(amqp_url, broker.names.namespace, subsystem_timeout_s="5").start()
+    worker = await WorkerProcess(
+        amqp_url, broker.names.namespace, **DELIVERY_ONLY, subsystem_timeout_s="5"
+    ).start()
     await worker.wait_consuming()
     before, after = spread_plans("b", count=10), spread_plans("a", count=10)
     for plan in before:
@@ -296,7 +302,9 @@ async def test_all_connections_closed_mid_flight_loses_nothing_and_enacts_nothin
     broker: Broker, amqp_url: str, counted: Counted
 ) -> None:
     load, server, log = counted.load, counted.server, counted.log
-    worker = await WorkerProcess(amqp_url, broker.names.namespace, subsystem_timeout_s="5").start()
+    worker = await WorkerProcess(
+        amqp_url, broker.names.namespace, **DELIVERY_ONLY, subsystem_timeout_s="5"
+    ).start()
     await worker.wait_consuming()
     plans = spread_plans("c")
     for plan in plans:
@@ -325,7 +333,11 @@ async def test_a_second_sigterm_ends_a_worker_that_is_still_draining(
     server = await serve(Subsystems(load=Silent()))
     await broker.declare_topology()
     worker = await WorkerProcess(
-        amqp_url, broker.names.namespace, subsystem_timeout_s="120", shutdown_grace_s="120"
+        amqp_url,
+        broker.names.namespace,
+        **DELIVERY_ONLY,
+        subsystem_timeout_s="120",
+        shutdown_grace_s="120",
     ).start()
     await worker.wait_consuming()
     await broker.publish_plan(plan_of("REDUCE_LOAD", plan_id="stuck"))

@@ -122,7 +122,14 @@ async def test_bad_parameters_fail_even_without_a_subsystem(clock: ManualClock) 
 
 async def test_tuned_threshold_stays_within_floor_and_ceiling(clock: ManualClock) -> None:
     cycle = seed_cycle(detector_config=DetectorConfig(60.0, 500.0, 0.05))
-    config = OptimiserConfig(cool_down_s=0, threshold_floor_ms=50.0, threshold_ceiling_ms=100.0)
+    # The subsystem's floor and ceiling, alone: no bound and no stabilization window.
+    config = OptimiserConfig(
+        cool_down_s=0,
+        threshold_floor_ms=50.0,
+        threshold_ceiling_ms=100.0,
+        bound_period_s=0,
+        stabilization_window_s=0,
+    )
     optimiser = AsyncSelfOptimiser(cognitive_cycle=cycle, config=config, clock=clock)
 
     [down] = await optimiser.enact([action(K.TUNE_THRESHOLD, suggested_delta="-0.5")])
@@ -136,7 +143,7 @@ async def test_tuned_threshold_stays_within_floor_and_ceiling(clock: ManualClock
 
 async def test_budget_stays_within_ceiling(clock: ManualClock) -> None:
     cycle = seed_cycle(budget_map={"search": 20.0})
-    config = OptimiserConfig(cool_down_s=0, budget_ceiling_s=30.0)
+    config = OptimiserConfig(cool_down_s=0, budget_ceiling_s=30.0, bound_period_s=0)
     optimiser = AsyncSelfOptimiser(cognitive_cycle=cycle, config=config, clock=clock)
 
     [record] = await optimiser.enact([action(K.INCREASE_BUDGET, "search", budget_factor="4")])

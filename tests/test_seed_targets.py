@@ -79,16 +79,19 @@ async def test_rate_limit_gate(clock: ManualClock, cycle: Mock) -> None:
     )
     clock.advance(59.9)
     [third] = await optimiser.enact([action(K.TUNE_THRESHOLD, "det")])
+    # The cycle has one detector threshold: another module name is the same setting.
     [other_module] = await optimiser.enact([action(K.TUNE_THRESHOLD, "other")])
+    [other_budget] = await optimiser.enact([action(K.INCREASE_BUDGET, "other")])
     [other_kind] = await optimiser.enact([action(K.REDUCE_LOAD, "det")])
 
     assert first.status is S.SUCCESS
     assert second.status is S.RATE_LIMITED
     assert second.detail.startswith("cool-down active (60")
     assert third.status is S.RATE_LIMITED
-    assert other_module.status is S.SUCCESS
+    assert other_module.status is S.RATE_LIMITED
+    assert other_budget.status is S.SUCCESS
     assert other_kind.status is S.SUCCESS
-    assert (await optimiser.stats())["rate_limited"] == 2
+    assert (await optimiser.stats())["rate_limited"] == 3
 
 
 async def test_rate_limit_expires(clock: ManualClock, cycle: Mock) -> None:
@@ -102,7 +105,9 @@ async def test_rate_limit_expires(clock: ManualClock, cycle: Mock) -> None:
 
     assert first.status is S.SUCCESS
     assert second.status is S.SUCCESS
-    assert cycle._budget_map["search"] == pytest.approx(1.0 * 1.5 * 1.5)
+    # x1.5 twice within 10 minutes would be x2.25: the bound (x2 per 10 min) trims the second.
+    assert cycle._budget_map["search"] == pytest.approx(1.0 * 2.0)
+    assert "trimmed by bound" in second.detail
 
 
 async def test_hot_swap_cap(clock: ManualClock, orchestrator: Mock) -> None:

@@ -14,7 +14,7 @@ import pytest
 
 from tests.broker import Broker, rabbitmqctl
 from tests.conftest import ServerStarter
-from tests.processes import WorkerProcess
+from tests.processes import DELIVERY_ONLY, WorkerProcess
 from tests.test_failover import RecordLog, spread_plans
 from tests.test_state import CountingLoad
 from worker import Subsystems
@@ -35,7 +35,9 @@ async def test_soak_with_random_faults_loses_nothing_and_enacts_nothing_twice(
     plans = spread_plans("s", count=SOAK_PLANS)
     expected = {f"{p['plan_id']}-{i}" for p in plans for i in range(3)}
     settings = {"subsystem_timeout_s": "5"}
-    worker = await WorkerProcess(amqp_url, broker.names.namespace, **settings).start()
+    worker = await WorkerProcess(
+        amqp_url, broker.names.namespace, **DELIVERY_ONLY, **settings
+    ).start()
     await worker.wait_consuming()
 
     async def publish() -> None:
@@ -55,7 +57,9 @@ async def test_soak_with_random_faults_loses_nothing_and_enacts_nothing_twice(
                 faults["sigkill"] += 1
                 worker.kill()
                 await worker.wait()
-                worker = await WorkerProcess(amqp_url, broker.names.namespace, **settings).start()
+                worker = await WorkerProcess(
+                    amqp_url, broker.names.namespace, **DELIVERY_ONLY, **settings
+                ).start()
             else:
                 faults["close_all_connections"] += 1
                 await asyncio.to_thread(rabbitmqctl, "close_all_connections", "soak")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import logging
 import os
@@ -21,6 +22,7 @@ from prometheus_client import CollectorRegistry
 from schemas import ActionKind, EnactmentStatus
 from schemas.control import ControlCommand
 from schemas.jsonschema import MESSAGES, render
+from worker.breakers import format_breakers, read_breakers, reset_breaker
 from worker.config import WorkerSettings, load_settings, settings_help
 from worker.connection import BrokerUnavailable
 from worker.control import operator_name, send_control
@@ -189,6 +191,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_tool_options(tail)
 
     _add_control_commands(commands)
+    _add_breakers_command(commands)
     _add_review_command(commands)
     _add_definitions_command(commands)
 
@@ -245,6 +248,32 @@ def _add_control_commands(commands: argparse._SubParsersAction[argparse.Argument
     resume.add_argument("--reason", default="", help="why, for the audit trail")
     _add_identity(resume)
     _add_tool_options(resume)
+
+
+def _add_breakers_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    breakers = commands.add_parser(
+        "breakers",
+        help="circuit breakers: which are open, and closing one by hand",
+        description=textwrap.fill(
+            "A (module, kind) whose actions FAILED breaker_failures times within "
+            "breaker_window_s has an open circuit breaker: its actions are SKIPPED, and one "
+            "review item said so. `list` shows the open and half-open ones, read from stream "
+            "N.results.log as the workers read it; `reset MODULE KIND` closes one on every "
+            "worker of the namespace (its failures so far are forgiven)."
+        ),
+    )
+    verbs = breakers.add_subparsers(dest="verb", metavar="VERB", required=True)
+    listing = verbs.add_parser("list", help="the open and half-open breakers")
+    listing.add_argument("--json", action="store_true", help="one JSON object per breaker")
+    _add_tool_options(listing)
+    reset = verbs.add_parser("reset", help="close one breaker on every worker")
+    reset.add_argument("module", metavar="MODULE", help="the module's exact name")
+    reset.add_argument(
+        "kind", metavar="KIND", choices=[k.value for k in ActionKind], help="its action kind"
+    )
+    reset.add_argument("--reason", default="", help="why, for the audit trail")
+    _add_identity(reset)
+    _add_tool_options(reset)
 
 
 def _add_review_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -386,6 +415,36 @@ def _control(args: argparse.Namespace) -> int:
     return 0
 
 
+def _breakers(args: argparse.Namespace) -> int:
+    settings = _tool_settings(args.config)
+    if args.verb == "reset":
+        if len(args.reason) > 500:
+            raise _Exit(2, "--reason is longer than 500 characters")
+        asyncio.run(
+            reset_breaker(
+                settings,
+                args.module,
+                ActionKind(args.kind),
+                reason=args.reason,
+                issued_by=args.by or operator_name(),
+            )
+        )
+        print(
+            f"reset the breaker of {args.kind} on {args.module} in namespace "
+            f"{settings.namespace}: every worker dispatches its actions again"
+        )
+        return 0
+    views = asyncio.run(read_breakers(settings))
+    if args.json:
+        for view in views:
+            print(json.dumps(dataclasses.asdict(view)))
+    elif not views:
+        print("no circuit breaker is open")
+    else:
+        print(format_breakers(views))
+    return 0
+
+
 def _status(args: argparse.Namespace) -> int:
     asyncio.run(show_status(_tool_settings(args.config), as_json=args.json))
     return 0
@@ -504,6 +563,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _demo(args)
         if args.command in ("pause", "resume"):
             return _control(args)
+        if args.command == "breakers":
+            return _breakers(args)
         if args.command == "status":
             return _status(args)
         if args.command == "review":

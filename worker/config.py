@@ -20,6 +20,7 @@ from yarl import URL
 
 from worker.errors import ConfigError
 from worker.guardrails import OptimiserConfig, setting
+from worker.guards import state_window_s
 from worker.topology import DELIVERY_LIMIT, RETENTION_S
 
 ENV_PREFIX: Final = "OPTIMISER_"
@@ -117,14 +118,15 @@ class WorkerSettings:
         if self.state_retention_s < self.state_window_s:
             raise ConfigError(
                 f"state_retention_s ({self.state_retention_s}) must be at least "
-                f"max(cool_down_s, dedup_window_s) = {self.state_window_s:g}: the stream must "
-                f"still hold what a restart needs to read"
+                f"{self.state_window_s:g}, the longest of dedup_window_s and the guardrails' "
+                f"windows: the stream must still hold what a restart needs to read"
             )
 
     @property
     def state_window_s(self) -> float:
-        """How far back a restarting worker reads ``N.results.log``."""
-        return max(self.optimiser.cool_down_s, self.dedup_window_s)
+        """How far back a restarting worker reads ``N.results.log``: the longest window of
+        any guardrail (each says its own) and of the remembered action ids."""
+        return max(state_window_s(self.optimiser), self.dedup_window_s)
 
     def __repr__(self) -> str:
         shown = ", ".join(

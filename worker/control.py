@@ -18,9 +18,10 @@ from datetime import UTC, datetime
 import aio_pika
 import aiormq
 import msgspec
+from aio_pika.abc import AbstractRobustConnection
 from aiormq.abc import DeliveredMessage
 
-from schemas import encode
+from schemas import ActionKind, encode
 from schemas.codec import JSON
 from schemas.control import ControlCommand, ControlMessage, decode_control
 from worker.config import WorkerSettings
@@ -45,7 +46,8 @@ class ControlFollower(StreamFollower):
     def __init__(self, names: Names, optimiser: AsyncSelfOptimiser | None = None) -> None:
         super().__init__(names.control)
         self._optimiser = optimiser
-        self.current: ControlMessage | None = None
+        self.current: ControlMessage | None = None  # the last pause or resume
+        self.resets: list[ControlMessage] = []  # breaker resets, in order
         self.live = False  # set once caught up: from then on each change is logged
         # What was read already must never be applied again (a stale resume would lift a pause
         # in force) when the stream is read again from its start after a reconnect or a cancel.
@@ -67,6 +69,9 @@ class ControlFollower(StreamFollower):
         except msgspec.DecodeError as exc:
             log.warning("a message in %s is not a pause or resume (%s); ignored", self.stream, exc)
             return
+        if control.command is ControlCommand.RESET_BREAKER:
+            self._reset_breaker(control)
+            return
         self.current = control
         if self._optimiser is not None:
             if control.command is ControlCommand.PAUSE:
@@ -75,6 +80,19 @@ class ControlFollower(StreamFollower):
                 self._optimiser.resume()
         if self.live:
             log.warning("%s", describe(control))
+
+    def _reset_breaker(self, control: ControlMessage) -> None:
+        if control.module is None or control.action_kind is None:
+            log.warning("a reset_breaker in %s names no breaker; ignored", self.stream)
+            return
+        self.resets.append(control)
+        if self._optimiser is not None:
+            self._optimiser.reset_breaker(control.module, control.action_kind, control.issued_at)
+        if self.live:
+            log.warning(
+                "breaker of %s on %s reset by %s: %s", control.action_kind.value,
+                control.module, control.issued_by or "an operator", control.reason or "-",
+            )  # fmt: skip
 
     def caught_up(self) -> None:
         self.live = True
@@ -112,10 +130,20 @@ async def send_control(
     reason: str,
     issued_by: str,
     now: Callable[[], datetime] = lambda: datetime.now(UTC),
+    module: str | None = None,
+    action_kind: ActionKind | None = None,
 ) -> ControlMessage:
-    """Publish one pause or resume to ``N.control``; return it once the broker confirmed it."""
+    """Publish one pause, resume or breaker reset (of ``module``, ``action_kind``) to
+    ``N.control``; return it once the broker confirmed it."""
     names = Names(settings.namespace)
-    control = ControlMessage(command=command, reason=reason, issued_by=issued_by, issued_at=now())
+    control = ControlMessage(
+        command=command,
+        reason=reason,
+        issued_by=issued_by,
+        issued_at=now(),
+        module=module,
+        action_kind=action_kind,
+    )
     try:
         msgspec.json.decode(encode(control), type=ControlMessage)  # the same checks as readers
     except msgspec.ValidationError as exc:
@@ -148,18 +176,25 @@ async def read_control(settings: WorkerSettings) -> ControlMessage | None:
     connection = await connect(settings, "status-cli")
     try:
         follower = ControlFollower(names)
-        try:
-            await follower.follow(connection, offset="first")
-        except aiormq.exceptions.ChannelNotFoundEntity:
-            raise OptimiserError(
-                f"stream {names.control!r} does not exist: start `self-optimiser run` once "
-                f"(namespace {names.namespace!r}) so that it declares it"
-            ) from None
-        # Operators may publish to N.control but not to N.markers: the marker goes there.
-        channel = await connection.channel()
-        control = await channel.get_exchange(names.control)
-        await caught_up(control, [follower], settings.state_timeout_s)
+        await follow_control(connection, follower, settings.state_timeout_s)
         await follower.close()
         return follower.current
     finally:
         await connection.close()
+
+
+async def follow_control(
+    connection: AbstractRobustConnection, follower: ControlFollower, timeout_s: float
+) -> None:
+    """Read ``N.control`` from its first message up to now, as someone who may publish to
+    ``N.control`` but not to ``N.markers`` (an operator): the marker goes through it."""
+    names_control = follower.stream
+    try:
+        await follower.follow(connection, offset="first")
+    except aiormq.exceptions.ChannelNotFoundEntity:
+        raise OptimiserError(
+            f"stream {names_control!r} does not exist: start `self-optimiser run` once "
+            f"(this namespace) so that it declares it"
+        ) from None
+    channel = await connection.channel()
+    await caught_up(await channel.get_exchange(names_control), [follower], timeout_s)

@@ -12,9 +12,10 @@ https://www.rabbitmq.com/docs/access-control.
   ``N.markers``; consume ``N.plans`` and the streams ``N.results.log`` and ``N.control``, and
   replies (direct reply-to). It declares nothing: run it with ``declare_topology = false``.
 - reflection: read ``N.results`` through queues of its own, ``N.reflection.<anything>``.
-- operator: consume and ack ``N.review``; publish to ``N.control`` (pause, resume) and read the
-  ``N.control`` stream (status); follow ``N.results`` through ``N.tail.<anything>`` queues
-  (``tail``, ``publish`` waiting for records).
+- operator: consume and ack ``N.review``; publish to ``N.control`` (pause, resume, breaker
+  resets) and read the streams ``N.control`` and ``N.results.log`` (status, breakers: the
+  records it holds are those ``tail`` shows); follow ``N.results`` through
+  ``N.tail.<anything>`` queues (``tail``, ``publish`` waiting for records).
 - subsystem: consume its own ``N.commands.<subsystem>`` queue and reply. Replies go through the
   default exchange, so this user may write to ``amq.default``: RabbitMQ checks only the
   exchange there, which would let it publish to any queue it can name.
@@ -75,7 +76,13 @@ def permissions(names: Names) -> dict[str, tuple[str, str, str]]:
         "operator": (
             either(tail),
             either(lit(names.control), tail),
-            either(lit(names.review_queue), lit(names.control), lit(names.results_exchange), tail),
+            either(
+                lit(names.review_queue),
+                lit(names.control),
+                lit(names.results_exchange),
+                lit(names.results_log),
+                tail,
+            ),
         ),
         "subsystem": (
             either(commands),

@@ -66,6 +66,47 @@ class OptimiserConfig:
     )
     budget_floor_s: float = setting(0.01, "INCREASE_BUDGET: a budget never goes below this (s).")
     budget_ceiling_s: float = setting(60.0, "INCREASE_BUDGET: a budget never goes above this (s).")
+    detector_scope: str = setting(
+        "cycle",
+        "TUNE_THRESHOLD moves one detector threshold for the whole cycle (cycle), or one per "
+        "module (module).",
+    )
+    bound_factor: float = setting(
+        2.0,
+        "A setting moves at most this factor up or down within any bound_period_s; a larger "
+        "move is trimmed to what is left, and refused when nothing is left.",
+    )
+    bound_period_s: float = setting(
+        600.0, "The sliding period of bound_factor, in seconds; 0 turns the bound off."
+    )
+    stabilization_window_s: float = setting(
+        600.0,
+        "A change that would reverse the last change of a setting this recently is "
+        "RATE_LIMITED; 0 turns that off.",
+    )
+    swap_budget: int = setting(
+        3, "Most hot swaps (SUCCESS or FAILED) across all modules within swap_budget_window_s."
+    )
+    swap_budget_window_s: float = setting(
+        600.0, "The sliding window of swap_budget, in seconds; 0 turns the budget off."
+    )
+    change_budget: int = setting(
+        20,
+        "Most changes (tunings, budgets, load sheds, swaps; SUCCESS or FAILED) across the "
+        "namespace within change_budget_window_s.",
+    )
+    change_budget_window_s: float = setting(
+        600.0, "The sliding window of change_budget, in seconds; 0 turns the budget off."
+    )
+    breaker_failures: int = setting(
+        3,
+        "This many FAILED records of one (module, kind) within breaker_window_s open its "
+        "circuit breaker (and send one review item); 0 turns breakers off.",
+    )
+    breaker_window_s: float = setting(600.0, "The window in which breaker_failures are counted.")
+    breaker_cool_off_s: float = setting(
+        600.0, "An open breaker lets one trial through after this many seconds (half-open)."
+    )
 
     def __post_init__(self) -> None:
         for each in fields(self):
@@ -95,6 +136,18 @@ class OptimiserConfig:
             0 < self.budget_floor_s <= self.default_budget_s <= self.budget_ceiling_s,
             "need 0 < budget_floor_s <= default_budget_s <= budget_ceiling_s",
         )
+        _require(
+            self.detector_scope in ("cycle", "module"),
+            f"detector_scope must be 'cycle' or 'module', not {self.detector_scope!r}",
+        )
+        _require(self.bound_factor > 1, "bound_factor must be > 1")
+        for name in (
+            "bound_period_s", "stabilization_window_s", "swap_budget_window_s",
+            "change_budget_window_s", "breaker_window_s", "breaker_cool_off_s",
+        ):  # fmt: skip
+            _require(getattr(self, name) >= 0, f"{name} must be >= 0")
+        for name in ("swap_budget", "change_budget", "breaker_failures"):
+            _require(getattr(self, name) >= 0, f"{name} must be >= 0")
 
 
 def _require(condition: bool, message: str) -> None:

@@ -11,11 +11,16 @@ from __future__ import annotations
 
 from bisect import bisect_left
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Final
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.registry import Collector
 
 from schemas import EnactmentRecord, EnactmentStatus
@@ -28,6 +33,11 @@ DURATION_BUCKETS: Final = (
 _BUCKET_LABELS: Final = [*(repr(bound) for bound in DURATION_BUCKETS), "+Inf"]
 # Enum attribute lookups cost a Python-level call; the hot path uses a plain name.
 _RATE_LIMITED: Final = EnactmentStatus.RATE_LIMITED
+#: Every gate that can refuse an action, so each refusal series exists at 0 from the start.
+GUARDS: Final = (
+    "pause", "cycle_cap", "cool_down", "hot_swap_cap", "no_change", "breaker",
+    "stabilization", "bound", "swap_budget", "change_budget",
+)  # fmt: skip
 
 
 class _Histogram:
@@ -60,6 +70,13 @@ class OptimiserMetrics(Collector):
         self.actions_rate_limited: defaultdict[tuple[str, str], int] = defaultdict(int)
         self.hot_swaps: defaultdict[tuple[str, str], int] = defaultdict(int)
         self.enact_duration: defaultdict[str, _Histogram] = defaultdict(_Histogram)
+        self.guard_refusals: defaultdict[str, int] = defaultdict(int)
+        self.escalations: defaultdict[str, int] = defaultdict(int)
+        for guard in GUARDS:
+            self.guard_refusals[guard] = 0
+        self.escalations["breaker"] = 0
+        #: Set by the optimiser: (module, kind, open) for every breaker it knows.
+        self.breakers: Callable[[], Iterable[tuple[str, str, bool]]] = tuple
         registry.register(self)
 
     # --- counting, on the event loop ---------------------------------------------------
@@ -79,6 +96,14 @@ class OptimiserMetrics(Collector):
             self.actions_rate_limited[action.module_name, kind] += 1
         if dispatched:
             self.enact_duration[kind].observe(record.duration_s)
+
+    def refused(self, guard: str) -> None:
+        """Count an action a guardrail refused (the pause and the per-call cap included)."""
+        self.guard_refusals[guard] += 1
+
+    def escalated(self, guard: str) -> None:
+        """Count a review item a guardrail sent to people (a breaker that opened)."""
+        self.escalations[guard] += 1
 
     def hot_swap(self, module: str, succeeded: bool) -> None:
         """Count a hot swap the orchestrator was asked to do."""
@@ -123,6 +148,30 @@ class OptimiserMetrics(Collector):
         for kind, histogram in ({} if empty else dict(self.enact_duration)).items():
             durations.add_metric([str(kind)], histogram.cumulative(), sum_value=histogram.total)
         yield durations
+        refusals = CounterMetricFamily(
+            "asi_optimiser_guard_refusals",
+            "Actions refused by a guardrail (every refusal is a record), by guard.",
+            labels=["guard"],
+        )
+        for guard, count in ({} if empty else dict(self.guard_refusals)).items():
+            refusals.add_metric([guard], count)
+        yield refusals
+        escalations = CounterMetricFamily(
+            "asi_optimiser_escalations",
+            "Review items a guardrail sent to people (a circuit breaker that opened), by guard.",
+            labels=["guard"],
+        )
+        for guard, count in ({} if empty else dict(self.escalations)).items():
+            escalations.add_metric([guard], count)
+        yield escalations
+        breakers = GaugeMetricFamily(
+            "asi_optimiser_breaker_open",
+            "1 while the circuit breaker of (module, action_kind) is open or half-open, else 0.",
+            labels=["module", "action_kind"],
+        )
+        for module, kind, is_open in () if empty else self.breakers():
+            breakers.add_metric([module, kind], 1.0 if is_open else 0.0)
+        yield breakers
 
 
 def _counter(

@@ -4,6 +4,7 @@ state of a namespace, work the review queue."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import sys
 import uuid
@@ -187,8 +188,11 @@ async def show_status(
     settings: WorkerSettings, *, as_json: bool, out: Callable[[str], None] = print
 ) -> None:
     """The pause state and the depth of every queue people watch, read from the broker."""
+    from worker.breakers import format_breakers, read_breakers  # noqa: PLC0415 - a cycle
+
     names = Names(settings.namespace)
     control = await read_control(settings)
+    breakers = await read_breakers(settings)
     connection = await connect(settings, "status-cli")
     try:
         states = await queue_states(connection, names.watched)
@@ -207,11 +211,18 @@ async def show_status(
                 )
                 for label, s in states.items()
             },
+            "breakers": [dataclasses.asdict(view) for view in breakers],
         }
         out(msgspec.json.encode(report).decode())
         return
     out(f"namespace {names.namespace} on {settings.safe_url}")
     out(f"  state    {describe(control)}")
+    if breakers:
+        out(f"  breakers {len(breakers)} open (`self-optimiser breakers reset MODULE KIND`):")
+        for line in format_breakers(breakers).splitlines():
+            out(f"    {line}")
+    else:
+        out("  breakers none open")
     for label, state in states.items():
         queue = names.watched[label]
         if state is None:

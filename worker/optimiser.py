@@ -5,22 +5,26 @@
 0. pause: while paused (``pause()``, the operators' kill switch) -> SKIPPED "paused: <reason>",
    checked before each action, so a pause also stops the rest of a plan;
 1. cap: once ``max_enactments_per_cycle`` records exist, the rest are not looked at;
-2. cool-down: a (module, kind) that succeeded less than ``cool_down_s`` ago -> RATE_LIMITED;
-3. hot-swap cap: HOT_SWAP_MODULE beyond ``max_hot_swap_per_cycle`` in this call -> SKIPPED;
-4. dry-run: SKIPPED, no subsystem touched;
-5. dispatch by kind: SUCCESS (arms the cool-down), FAILED, or SKIPPED.
+2. then the guards of ``worker.guards``, in order: the seed's cool-down (per setting) and
+   hot-swap cap, then no-change, breaker, stabilization, bound (which may trim the move),
+   swap budget and change budget; each refusal is a record with the guard's reason;
+3. dry-run: SKIPPED, no subsystem touched;
+4. dispatch by kind: SUCCESS, FAILED, or SKIPPED.
 
-It never raises for a bad action or a failing subsystem: each gives a record. One
-``asyncio.Lock`` serialises whole calls. The module knows nothing of AMQP.
+Every record goes through one ``learn()`` path, which the state stream uses too; a breaker
+that opens sends one review item. It never raises for a bad action or a failing subsystem:
+each gives a record. One ``asyncio.Lock`` serialises whole calls. The module knows nothing of
+AMQP.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 from collections import defaultdict
 from collections.abc import Awaitable, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Protocol, runtime_checkable
 
 from schemas import (
@@ -30,13 +34,25 @@ from schemas import (
     EnactmentStatus,
     ImprovementAction,
 )
+from schemas.commands import BudgetChange, Change, LoadChange, SwapChange, ThresholdChange
+from schemas.messages import SettingValue
 from worker.clock import Clock, SystemClock
+from worker.effects import Effect, effect_of
 from worker.errors import ConfigError, ParameterError, SubsystemUnavailable
 from worker.guardrails import OptimiserConfig
+from worker.guards import Breaker, BreakerView, Escalation, Guard, Instant, Refusal, build_guards
 from worker.inprocess import seed_subsystems
 from worker.metrics import OptimiserMetrics
-from worker.parameters import budget_request, load_request, swap_request, tuning_request
-from worker.ports import QueueReviewSink, ReviewSink, SubsystemResult, Subsystems
+from worker.ports import (
+    BudgetIncrease,
+    LoadShed,
+    ModuleSwap,
+    QueueReviewSink,
+    ReviewSink,
+    SubsystemResult,
+    Subsystems,
+    ThresholdTuning,
+)
 
 __all__ = ["AsyncSelfOptimiser", "NullOptimiser", "OptimiserConfig", "SelfOptimiser"]
 
@@ -49,6 +65,7 @@ RATE_LIMITED = EnactmentStatus.RATE_LIMITED
 # Enum attribute lookups cost a Python-level call; the hot path uses these names.
 NO_OP = ActionKind.NO_OP
 HOT_SWAP_MODULE = ActionKind.HOT_SWAP_MODULE
+FLAG_FOR_REVIEW = ActionKind.FLAG_FOR_REVIEW
 
 
 @runtime_checkable
@@ -119,9 +136,10 @@ class AsyncSelfOptimiser:
         self._cfg = config or OptimiserConfig()
         self._clock: Clock = clock or SystemClock()
         self._metrics = metrics
-        # (module, kind) -> monotonic time of its last SUCCESS. Absent means never, so a
-        # young host clock cannot rate-limit a first action (the reference's .get(key, 0.0) did).
-        self._last_enacted: dict[tuple[str, ActionKind], float] = {}
+        self._guards: list[Guard] = build_guards()
+        self._breaker = next(g for g in self._guards if isinstance(g, Breaker))
+        if metrics is not None:
+            metrics.breakers = self._breaker_series
         self._lock = asyncio.Lock()
         self._stats: defaultdict[str, int] = defaultdict(int)
         self._paused: str | None = None
@@ -157,97 +175,153 @@ class AsyncSelfOptimiser:
     ) -> list[EnactmentRecord]:
         """Enact ``actions`` in order; return one record per action looked at (see module doc)."""
         cfg = config or self._cfg
-        clock = self._clock
         metrics = self._metrics
         records: list[EnactmentRecord] = []
-        hot_swap_count = 0
         async with self._lock:
+            for guard in self._guards:
+                guard.begin()
             for action in actions:
-                dispatched = False
                 if (paused := self._paused) is not None:
-                    record = self._gate_record(plan_id, action, SKIPPED, f"paused: {paused}")
-                    self._count(record, metrics, dispatched)
+                    refusal = Refusal("pause", SKIPPED, f"paused: {paused}")
+                    record = self._refused(plan_id, action, "", refusal)
+                    self._count(record, metrics, dispatched=False)
                     records.append(record)
                     continue
                 if len(records) >= cfg.max_enactments_per_cycle:
                     break
-                kind = action.action_kind
-                key = (action.module_name, kind)
-                if cfg.enable_rate_limit and (last := self._last_enacted.get(key)) is not None:
-                    remaining = cfg.cool_down_s - (clock.monotonic() - last)
-                    if remaining > 0:
-                        record = self._gate_record(
-                            plan_id,
-                            action,
-                            RATE_LIMITED,
-                            f"cool-down active ({cfg.cool_down_s}s, {remaining:.1f}s left)",
-                        )
-                        self._count(record, metrics, dispatched)
-                        records.append(record)
-                        continue
-                if kind is HOT_SWAP_MODULE:
-                    if hot_swap_count >= cfg.max_hot_swap_per_cycle:
-                        record = self._gate_record(
-                            plan_id, action, SKIPPED, "hot-swap cap reached for this cycle"
-                        )
-                        self._count(record, metrics, dispatched)
-                        records.append(record)
-                        continue
-                    hot_swap_count += 1
-                record = await self._dispatch(action, cfg, plan_id)
-                dispatched = True
-                if record.status is SUCCESS:
-                    self._last_enacted[key] = clock.monotonic()
-                self._count(record, metrics, dispatched)
+                effect = effect_of(action, cfg)
+                admitted = self._admit(effect, cfg)
+                if isinstance(admitted, Refusal):
+                    record = self._refused(plan_id, action, effect.setting, admitted)
+                    dispatched = False
+                else:
+                    record = await self._dispatch(admitted, cfg, plan_id)
+                    dispatched = True
+                self._count(record, metrics, dispatched=dispatched)
                 records.append(record)
+                for escalation in self._learn(record, self._clock.monotonic(), cfg):
+                    await self._escalate(escalation, plan_id)
             self._stats["enact_calls"] += 1
             if metrics is not None:
                 metrics.enact_call()
         return records
 
-    def arm_cool_down(self, module: str, kind: ActionKind, completed_at: datetime) -> None:
-        """Remember a SUCCESS that completed at ``completed_at`` (wall clock) elsewhere.
+    def _admit(self, effect: Effect, cfg: OptimiserConfig) -> Effect | Refusal:
+        now = self._instant()
+        for guard in self._guards:
+            admitted = guard.admit(effect, cfg, now)
+            if isinstance(admitted, Refusal):
+                return admitted
+            effect = admitted
+        return effect
 
-        For state restored after a restart or learned from another replica: the cool-down of
-        (module, kind) then runs from that moment, as if this optimiser had enacted it.
+    def learn(self, record: EnactmentRecord) -> list[Escalation]:
+        """Take in a record enacted elsewhere (the state stream: a restart, another replica).
+
+        The same path ``enact()`` takes for its own records, so every guard's state is rebuilt
+        exactly; the escalations are returned, not sent (whoever enacted it sent them).
         """
-        age_s = max(0.0, (self._clock.now() - completed_at).total_seconds())
-        at = self._clock.monotonic() - age_s
-        key = (module, kind)
-        if at > self._last_enacted.get(key, float("-inf")):
-            self._last_enacted[key] = at
+        if record.replay:
+            return []
+        completed = record.attempted_at + timedelta(seconds=record.duration_s)
+        age_s = max(0.0, (self._clock.now() - completed).total_seconds())
+        return self._learn(record, self._clock.monotonic() - age_s, self._cfg)
+
+    def _learn(self, record: EnactmentRecord, at: float, cfg: OptimiserConfig) -> list[Escalation]:
+        escalations = []
+        for guard in self._guards:
+            escalation = guard.learn(record, at, cfg)
+            if escalation is not None:
+                escalations.append(escalation)
+        return escalations
+
+    async def _escalate(self, escalation: Escalation, plan_id: str) -> None:
+        """One review item per opening, with an id made from the record that opened it: a
+        redelivered plan that opens it again sends the same id, which readers drop."""
+        trigger = escalation.record.action
+        digest = hashlib.sha256(
+            f"{escalation.guard}/{trigger.module_name}/{trigger.action_kind}/{trigger.action_id}".encode()
+        ).hexdigest()[:24]
+        item = ImprovementAction(
+            action_id=f"{escalation.guard}-{digest}",
+            module_name=trigger.module_name,
+            action_kind=FLAG_FOR_REVIEW,
+            parameters={
+                "guard": escalation.guard,
+                "action_kind": trigger.action_kind.value,
+                "opened_by": trigger.action_id,
+            },
+            rationale=escalation.detail[:4096],
+        )
+        try:
+            await self._review.submit(item, plan_id=plan_id)
+        except Exception as exc:  # the breaker is open either way; say so loudly
+            log.error("could not send the review item %s: %s", item.action_id, exc)
+        else:
+            log.warning("%s", escalation.detail)
+        if self._metrics is not None:
+            self._metrics.escalated(escalation.guard)
+
+    def reset_breaker(self, module: str, kind: ActionKind, issued_at: datetime) -> None:
+        """An operator closed the breaker of (module, kind) at ``issued_at`` (wall clock)."""
+        age_s = max(0.0, (self._clock.now() - issued_at).total_seconds())
+        self._breaker.close(module, kind, self._clock.monotonic() - age_s)
+
+    def breakers(self) -> list[BreakerView]:
+        """The breakers that are open or half-open."""
+        return self._breaker.views(self._cfg, self._instant())
+
+    def _breaker_series(self) -> list[tuple[str, str, bool]]:
+        # Read by the metrics scrape; a breaker that closed keeps its series, at 0.
+        opened = {(view.module, view.action_kind) for view in self.breakers()}
+        return [(m, k.value, (m, k) in opened) for m, k in self._breaker.known()]
+
+    @property
+    def guards(self) -> Sequence[Guard]:
+        """The guards, in the order they apply."""
+        return tuple(self._guards)
+
+    def _instant(self) -> Instant:
+        return Instant(self._clock.monotonic(), self._clock.now())
 
     async def stats(self) -> dict[str, int]:
         """Counters since the last reset: enacted, failed, skipped, rate_limited, enact_calls."""
         return dict(self._stats)
 
     async def reset(self) -> None:
-        """Forget the counters and every cool-down (waits for a running ``enact()``)."""
+        """Forget the counters and every guard's state, cool-downs included (waits for a
+        running ``enact()``)."""
         async with self._lock:
             self._stats.clear()
-            self._last_enacted.clear()
+            for guard in self._guards:
+                guard.reset()
 
     # ------------------------------------------------------------------ #
     # Dispatcher                                                          #
     # ------------------------------------------------------------------ #
 
     async def _dispatch(
-        self, action: ImprovementAction, cfg: OptimiserConfig, plan_id: str
+        self, effect: Effect, cfg: OptimiserConfig, plan_id: str
     ) -> EnactmentRecord:
         attempted_at = self._clock.now()
         t0 = self._clock.monotonic()
+        action = effect.action
         kind = action.action_kind
+        change: Change | None = None
         if cfg.dry_run:
             status, detail = SKIPPED, f"dry-run: would enact {kind.value}"
         elif kind is NO_OP:
             status, detail = SKIPPED, "no-op"
         else:
-            status, detail = await self._apply(action, cfg, plan_id)
+            status, detail, change = await self._apply(effect, cfg, plan_id)
+        if effect.note:
+            detail = f"{detail}; {effect.note}"
         if status is FAILED:
             log.warning(
                 "action %s (%s on %s) failed: %s", action.action_id, kind.value,
                 action.module_name, detail,
             )  # fmt: skip
+        old, new = _values(change) if status is SUCCESS else (None, None)
         return EnactmentRecord(
             plan_id=plan_id,
             action=action,
@@ -255,22 +329,29 @@ class AsyncSelfOptimiser:
             detail=detail[:MAX_DETAIL_LENGTH],
             duration_s=max(0.0, self._clock.monotonic() - t0),
             attempted_at=attempted_at,
+            setting=effect.setting,
+            old=old,
+            new=new,
+            guard=effect.guard,
         )
 
     async def _apply(
-        self, action: ImprovementAction, cfg: OptimiserConfig, plan_id: str
-    ) -> tuple[EnactmentStatus, str]:
-        """Call the subsystem that owns ``action``; every outcome becomes a status and a detail."""
+        self, effect: Effect, cfg: OptimiserConfig, plan_id: str
+    ) -> tuple[EnactmentStatus, str, Change | None]:
+        """Call the subsystem that owns the action; every outcome becomes a status and a detail."""
+        action = effect.action
         try:
-            owner, call = self._prepare(action, cfg, plan_id)
-        except (ParameterError, SubsystemUnavailable) as exc:
-            return (FAILED if isinstance(exc, ParameterError) else SKIPPED), str(exc)
+            owner, call = self._prepare(effect, plan_id)
+        except ParameterError as exc:
+            return FAILED, str(exc), None
+        except SubsystemUnavailable as exc:
+            return SKIPPED, str(exc), None
         answer: object
         try:
             async with asyncio.timeout(cfg.subsystem_timeout_s):
                 answer = await call
         except SubsystemUnavailable as exc:
-            return SKIPPED, str(exc)
+            return SKIPPED, str(exc), None
         except TimeoutError:
             answer = SubsystemResult(
                 False, f"{owner} did not answer within {cfg.subsystem_timeout_s:g}s"
@@ -285,33 +366,39 @@ class AsyncSelfOptimiser:
         )
         if action.action_kind is HOT_SWAP_MODULE and self._metrics is not None:
             self._metrics.hot_swap(action.module_name, result.succeeded)
-        return (SUCCESS if result.succeeded else FAILED), result.detail
+        return (SUCCESS if result.succeeded else FAILED), result.detail, result.change
 
-    def _prepare(
-        self, action: ImprovementAction, cfg: OptimiserConfig, plan_id: str
-    ) -> tuple[str, Awaitable[SubsystemResult]]:
-        """The owner's name and the call to await; raises before anything is touched."""
+    def _prepare(self, effect: Effect, plan_id: str) -> tuple[str, Awaitable[SubsystemResult]]:
+        """The owner's name and the call to await; raises before anything is touched.
+
+        As in the seed, parameters are read before the subsystem is looked for.
+        """
+        if effect.error is not None:
+            raise effect.error
         ports = self._subsystems
+        request = effect.request
+        action = effect.action
         match action.action_kind:
             case ActionKind.TUNE_THRESHOLD:
-                tuning = tuning_request(action, cfg)
                 if ports.detector is None:
                     raise SubsystemUnavailable("no detector subsystem configured")
-                return "detector", ports.detector.tune_threshold(tuning)
+                assert isinstance(request, ThresholdTuning)
+                return "detector", ports.detector.tune_threshold(request)
             case ActionKind.INCREASE_BUDGET:
-                increase = budget_request(action, cfg)
                 if ports.budget is None:
                     raise SubsystemUnavailable("no budget subsystem configured")
-                return "budget", ports.budget.increase_budget(increase)
+                assert isinstance(request, BudgetIncrease)
+                return "budget", ports.budget.increase_budget(request)
             case ActionKind.REDUCE_LOAD:
                 if ports.load is None:
                     raise SubsystemUnavailable("no load shedder configured")
-                return "load shedder", ports.load.shed_load(load_request(action))
+                assert isinstance(request, LoadShed)
+                return "load shedder", ports.load.shed_load(request)
             case ActionKind.HOT_SWAP_MODULE:
-                swap = swap_request(action)
                 if ports.swap is None:
                     raise SubsystemUnavailable("no orchestrator injected")
-                return "orchestrator", ports.swap.hot_swap(swap)
+                assert isinstance(request, ModuleSwap)
+                return "orchestrator", ports.swap.hot_swap(request)
             case ActionKind.FLAG_FOR_REVIEW:
                 return "review queue", self._submit_review(action, plan_id)
         raise AssertionError(f"unhandled action kind {action.action_kind!r}")  # pragma: no cover
@@ -320,20 +407,24 @@ class AsyncSelfOptimiser:
         await self._review.submit(action, plan_id=plan_id)
         return SubsystemResult(True, "queued for review")
 
-    def _gate_record(
-        self, plan_id: str, action: ImprovementAction, status: EnactmentStatus, detail: str
+    def _refused(
+        self, plan_id: str, action: ImprovementAction, setting: str, refusal: Refusal
     ) -> EnactmentRecord:
+        if self._metrics is not None:
+            self._metrics.refused(refusal.guard)
         return EnactmentRecord(
             plan_id=plan_id,
             action=action,
-            status=status,
-            detail=detail,
+            status=refusal.status,
+            detail=refusal.detail[:MAX_DETAIL_LENGTH],
             duration_s=0.0,
             attempted_at=self._clock.now(),
+            setting=setting,
+            guard=refusal.guard,
         )
 
     def _count(
-        self, record: EnactmentRecord, metrics: OptimiserMetrics | None, dispatched: bool
+        self, record: EnactmentRecord, metrics: OptimiserMetrics | None, *, dispatched: bool
     ) -> None:
         status = record.status
         if status is SUCCESS:
@@ -346,3 +437,15 @@ class AsyncSelfOptimiser:
             self._stats["skipped"] += 1
         if metrics is not None:
             metrics.observe(record, dispatched=dispatched)
+
+
+def _values(change: Change | None) -> tuple[SettingValue | None, SettingValue | None]:
+    """A subsystem's report of what changed, as the record's old and new values."""
+    match change:
+        case ThresholdChange(old_ms=old, new_ms=new) | BudgetChange(old_s=old, new_s=new):
+            return old, new
+        case SwapChange(version=version):
+            return None, version
+        case LoadChange(signalled=signalled):
+            return None, "shedding" if signalled else None
+    return None, None

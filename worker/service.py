@@ -38,7 +38,6 @@ from prometheus_client import CollectorRegistry
 from schemas import (
     EnactmentRecord,
     EnactmentStatus,
-    ImprovementAction,
     Plan,
     decode_plan,
     encode,
@@ -54,11 +53,12 @@ from worker.errors import ConfigError
 from worker.http import HealthServer
 from worker.metrics import OptimiserMetrics, WorkerMetrics
 from worker.optimiser import AsyncSelfOptimiser
+from worker.planstep import PlanStep, RecordMemory
 from worker.ports import Subsystems
 from worker.publisher import PERSISTENT, Publisher, PublishFailed
 from worker.remote import RemoteSubsystems
 from worker.review import AmqpReviewSink
-from worker.state import RecordMemory, StateFollower
+from worker.state import StateFollower
 from worker.streams import StreamFollower, StreamUnavailable, caught_up
 from worker.topology import Names, declare, queue_states
 
@@ -205,12 +205,10 @@ class Worker:
 
         handler = _PlanHandler(
             self,
-            optimiser=optimiser,
+            step=PlanStep(optimiser, memory, clock=self.clock, metrics=self.optimiser_metrics),
             publisher=publisher,
             results=results,
             invalid=await publish_channel.get_exchange(self.names.invalid_exchange),
-            memory=memory,
-            follower=follower,
             catch_up=catch_up,
         )
 
@@ -329,27 +327,21 @@ class _PlanHandler:
         self,
         worker: Worker,
         *,
-        optimiser: AsyncSelfOptimiser,
+        step: PlanStep,
         publisher: Publisher,
         results: AbstractExchange,
         invalid: AbstractExchange,
-        memory: RecordMemory,
-        follower: StateFollower,
         catch_up: Callable[[], Awaitable[None]],
     ) -> None:
         self._worker = worker
-        self._memory = memory
-        self._follower = follower
+        self._step = step
         self._catch_up = catch_up
         self._invalid = invalid
-        self._optimiser = optimiser
         self._publisher = publisher
         self._results = results
         self._names = worker.names
         self._settings = worker.settings
         self._metrics = worker.metrics
-        self._optimiser_metrics = worker.optimiser_metrics
-        self._clock = worker.clock
 
     async def handle(self, message: AbstractIncomingMessage) -> None:
         started = time.perf_counter()
@@ -366,7 +358,10 @@ class _PlanHandler:
             if message.redelivered:
                 count = (message.headers or {}).get("x-delivery-count", "?")
                 log.info("plan %s redelivered (delivery count %s)", plan.plan_id, count)
-            records = await self._enact_once(plan, redelivered=bool(message.redelivered))
+                # Another worker (or this one, before a reconnect) may have enacted part of
+                # this plan: read the stream up to now before deciding what is new.
+                await self._catch_up()
+            records = await self._step.run(plan)
         # The actions are enacted: their records must go out, however long the broker takes.
         # Nacking would have the plan enacted again.
         unroutable = await self._publish_until_confirmed(plan.plan_id, records)
@@ -376,6 +371,8 @@ class _PlanHandler:
         self._metrics.plan_duration.observe(elapsed)
         counts = Counter(r.status.value for r in records)
         replayed = sum(1 for r in records if r.replay)
+        if replayed:
+            self._metrics.actions_replayed.inc(replayed)
         log.info(
             "plan %s: %d actions in %.1f ms: %s%s%s%s",
             plan.plan_id, len(plan.actions), elapsed * 1000,
@@ -405,51 +402,6 @@ class _PlanHandler:
             raise _Unreadable(kind, str(exc)) from None
         except Exception as exc:  # RecursionError for deep nesting, and whatever else a body does
             raise _Unreadable("malformed", f"{type(exc).__name__}: {exc}") from None
-
-    async def _enact_once(self, plan: Plan, *, redelivered: bool) -> list[EnactmentRecord]:
-        """One record per action, in the plan's order; an action seen before is not enacted
-        again: its original record comes back marked ``replay``."""
-        if redelivered:
-            # Another worker (or this one, before a reconnect) may have enacted part of this
-            # plan: read the stream up to now before deciding what is new.
-            await self._catch_up()
-        fresh = [a for a in plan.actions if self._memory.get(a.action_id) is None]
-        enacted: list[EnactmentRecord] = []
-        if fresh:
-            enacted = await self._optimiser.enact(fresh, plan_id=plan.plan_id)
-            enacted += self._beyond_cap(plan.plan_id, fresh[len(enacted) :])
-            for each in enacted:
-                self._follower.learn(each)
-        by_id = {r.action.action_id: r for r in enacted}
-        records = []
-        for action in plan.actions:
-            record = by_id.get(action.action_id)
-            if record is None:
-                original = self._memory.get(action.action_id)
-                assert original is not None  # not fresh, so remembered
-                self._metrics.actions_replayed.inc()
-                records.append(msgspec.structs.replace(original, replay=True))
-            else:
-                records.append(record)
-        return records
-
-    def _beyond_cap(self, plan_id: str, actions: list[ImprovementAction]) -> list[EnactmentRecord]:
-        """SKIPPED records for the actions ``enact()`` did not look at, so each leaves a trace."""
-        cap = self._settings.optimiser.max_enactments_per_cycle
-        now = self._clock.now()
-        skipped = [
-            EnactmentRecord(
-                plan_id=plan_id,
-                action=action,
-                status=EnactmentStatus.SKIPPED,
-                detail=f"not enacted: max_enactments_per_cycle is {cap}",
-                attempted_at=now,
-            )
-            for action in actions
-        ]
-        for record in skipped:
-            self._optimiser_metrics.observe(record, dispatched=False)
-        return skipped
 
     async def _publish_until_confirmed(self, plan_id: str, records: list[EnactmentRecord]) -> int:
         """Publish the records, retrying the unconfirmed ones with backoff; return unroutable."""

@@ -145,6 +145,24 @@ class StreamFollower:
         """One message of the stream, in order; markers never come here."""
         raise NotImplementedError
 
+    async def read_through(self, offset: int, timeout_s: float, *, idle_s: float = 1.0) -> None:
+        """Return once the message at ``offset`` has been read (for readers that may not
+        publish a marker), or when nothing at all came within ``idle_s``: a reader that
+        started from a time after the last message is handed nothing. Raise
+        ``StreamUnavailable`` after ``timeout_s``."""
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        try:
+            async with asyncio.timeout(timeout_s):
+                while not (isinstance(self._offset, int) and self._offset > offset):
+                    if not isinstance(self._offset, int) and loop.time() - started > idle_s:
+                        return
+                    await asyncio.sleep(0.05)
+        except TimeoutError:
+            raise StreamUnavailable(
+                f"{self.stream} was not read up to offset {offset} within {timeout_s:g}s"
+            ) from None
+
     def expect(self, marker: str) -> asyncio.Future[None]:
         seen: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._markers[marker] = seen
@@ -170,6 +188,42 @@ class StreamFollower:
                 waiting.set_result(None)
             return
         self.take(message)
+
+
+async def last_offset(connection: Connection, stream: str, *, quiet_s: float = 0.3) -> int:
+    """The offset of the last message in ``stream`` now (-1 if it is empty).
+
+    A consumer at offset "last" is handed the stream's last chunk at once; the highest offset
+    in it is the end. Needs only the right to read the stream, not to publish a marker.
+    """
+    channel = await connection.channel()
+    underlay = await channel.get_underlay_channel()
+    seen: list[int] = []
+    arrived = asyncio.Event()
+
+    async def take(message: DeliveredMessage) -> None:
+        offset = (message.header.properties.headers or {}).get("x-stream-offset")
+        if isinstance(offset, int):
+            seen.append(offset)
+            arrived.set()
+
+    try:
+        await channel.set_qos(prefetch_count=STREAM_PREFETCH)
+        await underlay.basic_consume(
+            stream, take, arguments={"x-stream-offset": "last"}, no_ack=False
+        )
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(1.0):
+                await arrived.wait()
+        while seen:  # the chunk arrives in a burst: wait until it is quiet
+            count = len(seen)
+            await asyncio.sleep(quiet_s)
+            if len(seen) == count:
+                break
+    finally:
+        with contextlib.suppress(Exception):
+            await channel.close()
+    return max(seen, default=-1)
 
 
 async def caught_up(

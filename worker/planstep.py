@@ -1,0 +1,112 @@
+"""The per-plan step, free of I/O: what a plan's actions come to, given what was enacted before.
+
+For a decoded plan: the actions whose ``action_id`` is remembered are not enacted again (their
+first record comes back marked ``replay``); the others go to ``enact()``; those beyond
+``max_enactments_per_cycle`` get a SKIPPED record each; the records come out in the plan's order.
+As h11's connection does for HTTP, this step only decides: ``worker.service`` reads the
+deliveries, catches up with the state stream when a plan is redelivered, publishes the
+records and settles the delivery. It knows nothing of AMQP.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from datetime import timedelta
+
+import msgspec
+
+from schemas import EnactmentRecord, EnactmentStatus, ImprovementAction, Plan
+from worker.clock import Clock
+from worker.metrics import OptimiserMetrics
+from worker.optimiser import AsyncSelfOptimiser
+
+
+class RecordMemory:
+    """Records by ``action_id`` for ``window_s`` (at most ``limit`` of them), oldest first out."""
+
+    def __init__(self, *, window_s: float, limit: int, clock: Clock) -> None:
+        self._window = timedelta(seconds=window_s)
+        self._limit = limit
+        self._clock = clock
+        self._records: OrderedDict[str, EnactmentRecord] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._records)
+
+    def get(self, action_id: str) -> EnactmentRecord | None:
+        return self._records.get(action_id)
+
+    def remember(self, record: EnactmentRecord) -> None:
+        """Keep the first record of an action; replays and later copies change nothing."""
+        action_id = record.action.action_id
+        if action_id in self._records or record.replay:
+            return
+        self._records[action_id] = record
+        self._forget_old()
+
+    def _forget_old(self) -> None:
+        oldest_kept = self._clock.now() - self._window
+        while self._records:
+            first = next(iter(self._records.values()))
+            if len(self._records) <= self._limit and first.attempted_at >= oldest_kept:
+                break
+            self._records.popitem(last=False)
+
+
+class PlanStep:
+    """Turns one plan into its records (see the module docstring)."""
+
+    def __init__(
+        self,
+        optimiser: AsyncSelfOptimiser,
+        memory: RecordMemory,
+        *,
+        clock: Clock,
+        metrics: OptimiserMetrics | None = None,
+    ) -> None:
+        self.optimiser = optimiser
+        self.memory = memory
+        self._clock = clock
+        self._metrics = metrics
+
+    async def run(self, plan: Plan) -> list[EnactmentRecord]:
+        """One record per action, in the plan's order; ``replay`` marks those enacted before."""
+        memory = self.memory
+        fresh = [a for a in plan.actions if memory.get(a.action_id) is None]
+        by_id: dict[str, EnactmentRecord] = {}
+        if fresh:
+            enacted = await self.optimiser.enact(fresh, plan_id=plan.plan_id)
+            enacted += self._beyond_cap(plan.plan_id, fresh[len(enacted) :])
+            for record in enacted:
+                memory.remember(record)
+                by_id[record.action.action_id] = record
+        records = []
+        for action in plan.actions:
+            own = by_id.get(action.action_id)
+            if own is None:
+                original = memory.get(action.action_id)
+                assert original is not None  # not fresh, so remembered
+                own = msgspec.structs.replace(original, replay=True)
+            records.append(own)
+        return records
+
+    def _beyond_cap(self, plan_id: str, actions: list[ImprovementAction]) -> list[EnactmentRecord]:
+        """SKIPPED records for the actions ``enact()`` did not look at, so each leaves a trace."""
+        cap = self.optimiser.config.max_enactments_per_cycle
+        now = self._clock.now()
+        skipped = [
+            EnactmentRecord(
+                plan_id=plan_id,
+                action=action,
+                status=EnactmentStatus.SKIPPED,
+                detail=f"not enacted: max_enactments_per_cycle is {cap}",
+                attempted_at=now,
+                guard="cycle_cap",
+            )
+            for action in actions
+        ]
+        if self._metrics is not None:
+            for record in skipped:
+                self._metrics.observe(record, dispatched=False)
+                self._metrics.refused("cycle_cap")
+        return skipped
