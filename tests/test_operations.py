@@ -15,10 +15,19 @@ import aio_pika
 import jsonschema
 import pytest
 
-from schemas import EnactmentRecord, EnactmentStatus, decode_record, encode
+from schemas import EnactmentRecord, EnactmentStatus, decode_action, decode_record, encode
 from schemas.control import ControlCommand, ControlMessage
 from tests.broker import Broker
-from tests.conftest import RunningWorker, WorkerStarter, plan_of, seed_cycle, wait_for
+from tests.conftest import (
+    RunningWorker,
+    SwapOutcome,
+    WorkerStarter,
+    plan_of,
+    seed_cycle,
+    seed_orchestrator,
+    wait_for,
+)
+from worker import OptimiserConfig
 from worker.cli import main
 from worker.inprocess import seed_subsystems
 from worker.topology import TopologyMismatch
@@ -294,3 +303,61 @@ async def test_a_worker_that_may_not_declare_refuses_a_namespace_not_declared(
 ) -> None:
     with pytest.raises(TopologyMismatch, match="is not fully declared"):
         await start_worker(declare_topology=False)
+
+
+@pytest.mark.usefixtures("cli_env")
+async def test_breakers_list_shows_an_open_breaker_and_reset_closes_it_on_the_worker(
+    broker: Broker, start_worker: WorkerStarter, capsys: pytest.CaptureFixture[str]
+) -> None:
+    orchestrator = seed_orchestrator(SwapOutcome.ROLLED_BACK, "health check failed")
+    worker = await start_worker(
+        subsystems=seed_subsystems(None, orchestrator),
+        optimiser=OptimiserConfig(swap_budget=100, cool_down_s=0),
+    )
+    records = await broker.results_queue()
+    swaps = [
+        {"action_id": f"s{i}", "module_name": "memory.index", "action_kind": "HOT_SWAP_MODULE"}
+        for i in range(4)
+    ]
+    for i, swap in enumerate(swaps):
+        await broker.publish_plan({"plan_id": f"p{i}", "actions": [swap]})
+    got = await records_of(broker, records, 4)
+    assert [r.status for r in got] == [EnactmentStatus.FAILED] * 3 + [EnactmentStatus.SKIPPED]
+    [item] = await broker.drain(broker.names.review_queue, expect=1)
+    assert decode_action(item.body).parameters["guard"] == "breaker"
+
+    code, out, err = await run_cli(capsys, "breakers", "list")
+    assert code == 0, err
+    assert "open       HOT_SWAP_MODULE  memory.index" in out
+    code, out, err = await run_cli(capsys, "status")
+    assert code == 0, err
+    assert "breakers 1 open" in out
+    code, out, err = await run_cli(capsys, "breakers", "list", "--json")
+    assert json.loads(out)["module"] == "memory.index"
+    assert (
+        worker.metric(
+            "asi_optimiser_breaker_open", module="memory.index", action_kind="HOT_SWAP_MODULE"
+        )
+        == 1.0
+    )
+
+    code, out, err = await run_cli(
+        capsys, "breakers", "reset", "memory.index", "HOT_SWAP_MODULE", "--reason", "fixed"
+    )
+    assert code == 0, err
+    await wait_for(
+        lambda: (
+            worker.metric(
+                "asi_optimiser_breaker_open", module="memory.index", action_kind="HOT_SWAP_MODULE"
+            )
+            == 0.0
+        ),
+        what="the worker to close it",
+    )
+    await broker.publish_plan(
+        {"plan_id": "after", "actions": [{**swaps[0], "action_id": "after-0"}]}
+    )
+    [after] = await records_of(broker, records, 1)
+    assert after.status is EnactmentStatus.FAILED  # dispatched again
+    code, out, _ = await run_cli(capsys, "breakers", "list")
+    assert out.strip() == "no circuit breaker is open"
