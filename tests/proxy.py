@@ -15,6 +15,7 @@ class SilencingProxy:
         self._silenced: set[int] = set()
         self._server: asyncio.Server | None = None
         self._pumps: set[asyncio.Task[None]] = set()
+        self._refusing = False
         self.accepted = 0
         self.port = 0
 
@@ -27,6 +28,15 @@ class SilencingProxy:
         """From now on, connection ``number`` (0 = the first accepted) carries nothing."""
         self._silenced.add(number)
 
+    def blackout(self) -> None:
+        """The broker is gone: every connection so far goes quiet, new ones are refused."""
+        self._silenced.update(range(self.accepted))
+        self._refusing = True
+
+    def restore(self) -> None:
+        """New connections get through again."""
+        self._refusing = False
+
     async def close(self) -> None:
         if self._server is not None:
             self._server.close()
@@ -35,6 +45,9 @@ class SilencingProxy:
         await asyncio.gather(*self._pumps, return_exceptions=True)
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self._refusing:
+            writer.close()
+            return
         number = next(self._numbers)
         self.accepted += 1
         try:

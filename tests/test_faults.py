@@ -24,7 +24,8 @@ from tests.broker import Broker, rabbitmqctl, worker_connection_pids
 from tests.conftest import WorkerStarter, wait_for
 from tests.proxy import SilencingProxy
 from tests.test_worker import no_op_plan
-from worker import OptimiserConfig
+from worker import OptimiserConfig, SubsystemResult, Subsystems
+from worker.ports import LoadShed
 
 pytestmark = [
     pytest.mark.integration,
@@ -256,6 +257,73 @@ async def test_a_silent_publish_connection_holds_the_plan_until_its_records_go_o
         )
         assert running.metric("asi_optimiser_enact_calls_total") == 1
         assert proxy.accepted >= 3  # the publish connection was made again
+        await running.shutdown()
+    finally:
+        await proxy.close()
+
+
+class _SlowLoad:
+    """A load shedder that holds its first call until told, so an outage can start mid-plan."""
+
+    def __init__(self) -> None:
+        self.called = asyncio.Event()
+        self.release = asyncio.Event()
+        self.applied: dict[str, int] = defaultdict(int)
+
+    async def shed_load(self, request: LoadShed) -> SubsystemResult:
+        self.called.set()
+        await self.release.wait()
+        self.applied[request.action_id] += 1
+        return SubsystemResult(True, "shed")
+
+
+async def test_an_action_in_hand_waits_out_a_long_outage_and_the_rest_waits_for_the_redelivery(
+    broker: Broker, start_worker: WorkerStarter, amqp_url: str
+) -> None:
+    # The broker vanishes mid-plan for longer than three publish timeouts: the review item in
+    # hand waits for it (outage_wait_s) instead of being recorded FAILED; the action after it
+    # is not enacted by a worker whose delivery is gone, but once the plan is redelivered.
+    parts = urlsplit(amqp_url)
+    proxy = SilencingProxy((parts.hostname or "127.0.0.1", parts.port or 5672))
+    port = await proxy.start()
+    load = _SlowLoad()
+    try:
+        results = await broker.results_queue()
+        via_proxy = amqp_url.replace(f"{parts.hostname}:{parts.port or 5672}", f"127.0.0.1:{port}")
+        running = await start_worker(
+            amqp_url=via_proxy,
+            subsystems=Subsystems(load=load),
+            heartbeat_s=1,
+            publish_timeout_s=1.0,
+            outage_wait_s=60.0,
+        )
+        plan = {
+            "plan_id": "outage",
+            "actions": [
+                {"action_id": "o-0", "module_name": "m0", "action_kind": "REDUCE_LOAD"},
+                {"action_id": "o-1", "module_name": "m1", "action_kind": "FLAG_FOR_REVIEW"},
+                {"action_id": "o-2", "module_name": "m2", "action_kind": "REDUCE_LOAD"},
+            ],
+        }
+        await broker.publish_plan(plan)
+        async with asyncio.timeout(20):
+            await load.called.wait()
+        proxy.blackout()
+        load.release.set()
+        await asyncio.sleep(8.0)  # > 3 attempts of 1 s: the old give-up point
+        proxy.restore()
+
+        records = await broker.records(results.name, expect=5, timeout=60)
+        by_id: dict[str, list[EnactmentRecord]] = defaultdict(list)
+        for record in records:
+            by_id[record.action.action_id].append(record)
+        firsts = {i: next(r for r in rs if not r.replay) for i, rs in by_id.items()}
+        assert {i: r.status.value for i, r in firsts.items()} == {
+            "o-0": "SUCCESS", "o-1": "SUCCESS", "o-2": "SUCCESS",
+        }  # fmt: skip
+        assert dict(load.applied) == {"o-0": 1, "o-2": 1}
+        items = await broker.drain(broker.names.review_queue, expect=10, timeout=3)
+        assert {m.message_id for m in items} == {"o-1"}
         await running.shutdown()
     finally:
         await proxy.close()

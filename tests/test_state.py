@@ -155,3 +155,34 @@ async def test_a_classic_plans_queue_from_an_older_version_is_refused_with_a_cle
     message = str(refused.value)
     assert "PRECONDITION_FAILED" in message
     assert "cannot be changed in place: move its messages and delete it" in message
+
+
+async def test_a_record_the_stream_lost_is_found_and_published_again(
+    broker: Broker, start_worker: WorkerStarter
+) -> None:
+    # A confirmed record that never reached N.results.log (as when a stream's leader fails
+    # over: rabbitmq-server #9457), made here by unbinding the stream while it is published.
+    load = CountingLoad()
+    results = await broker.results_queue()
+    first = await start_worker(subsystems=Subsystems(load=load))
+    stream = await broker.channel.get_queue(broker.names.results_log)
+    await stream.unbind(broker.names.results_exchange, "#")
+    await broker.publish_plan(plan_of("REDUCE_LOAD", plan_id="lost"))
+    [enacted] = await broker.records(results.name, expect=1)  # confirmed, routed elsewhere
+    await stream.bind(broker.names.results_exchange, "#")
+
+    await broker.publish_plan(plan_of("NO_OP", plan_id="next"))  # its fence finds the gap
+    resent, _ = sorted(
+        await broker.records(results.name, expect=2), key=lambda r: r.plan_id != "lost"
+    )
+    assert (resent.action.action_id, resent.replay) == ("lost-0", False)
+    assert resent.attempted_at == enacted.attempted_at  # the same fact, not a new one
+    assert first.metric("asi_optimiser_records_resent_total") == 1
+    await first.shutdown()
+
+    # A worker that starts from the stream alone knows the action: it is not enacted again.
+    await start_worker(subsystems=Subsystems(load=load))
+    await broker.publish_plan(plan_of("REDUCE_LOAD", plan_id="lost"))
+    [again] = await broker.records(results.name, expect=1)
+    assert again.replay
+    assert load.applied == {"lost-0": 1}

@@ -66,6 +66,17 @@ class WorkerSettings:
     state_timeout_s: float = setting(
         60.0, "Time allowed to read N.results.log at start-up or to catch up with it."
     )
+    fence_timeout_s: float = setting(
+        10.0,
+        "Before each plan the worker reads both state streams up to a marker of its own; "
+        "slower than this, it enacts nothing (the plan may be another worker's now) and tries "
+        "again while the delivery is still its own.",
+    )
+    outage_wait_s: float = setting(
+        300.0,
+        "An action in hand whose publish (a review item) finds the broker gone waits this "
+        "long for it to come back before the action is FAILED.",
+    )
     delivery_limit: int = setting(
         DELIVERY_LIMIT, "A plan delivered this often without an ack goes to N.plans.dead."
     )
@@ -109,8 +120,9 @@ class WorkerSettings:
             raise ConfigError("max_plan_bytes must be >= 1")
         if self.delivery_limit < 1 or self.remember_limit < 1:
             raise ConfigError("delivery_limit and remember_limit must be >= 1")
-        if not 0 < self.state_timeout_s < float("inf"):
-            raise ConfigError("state_timeout_s must be a positive number of seconds")
+        for name in ("state_timeout_s", "fence_timeout_s", "outage_wait_s"):
+            if not 0 < getattr(self, name) < float("inf"):
+                raise ConfigError(f"{name} must be a positive number of seconds")
         if not 0 <= self.queue_poll_s < float("inf"):
             raise ConfigError("queue_poll_s must be >= 0 (0 turns the queue gauges off)")
         if not 0 <= self.dedup_window_s < float("inf"):

@@ -210,6 +210,12 @@ class WorkerMetrics:
             "Records the broker returned: no queue was bound to receive them.",
             registry=registry,
         )
+        self.records_resent = Counter(
+            "asi_optimiser_records_resent",
+            "Own records found missing from N.results.log after a marker came back (the stream "
+            "lost them), and published again.",
+            registry=registry,
+        )
         self.actions_replayed = Counter(
             "asi_optimiser_actions_replayed",
             "Actions of redelivered plans not enacted again: their first record was replayed.",

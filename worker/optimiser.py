@@ -23,7 +23,7 @@ import asyncio
 import hashlib
 import logging
 from collections import defaultdict
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Any, Protocol, runtime_checkable
 
@@ -172,8 +172,13 @@ class AsyncSelfOptimiser:
         *,
         config: OptimiserConfig | None = None,
         plan_id: str = "",
+        proceed: Callable[[], bool] | None = None,
     ) -> list[EnactmentRecord]:
-        """Enact ``actions`` in order; return one record per action looked at (see module doc)."""
+        """Enact ``actions`` in order; return one record per action looked at (see module doc).
+
+        ``proceed`` is asked before each action: once it says no (the worker no longer owns
+        the plan), the rest are not looked at and get no record.
+        """
         cfg = config or self._cfg
         metrics = self._metrics
         records: list[EnactmentRecord] = []
@@ -181,6 +186,8 @@ class AsyncSelfOptimiser:
             for guard in self._guards:
                 guard.begin()
             for action in actions:
+                if proceed is not None and not proceed():
+                    break
                 if (paused := self._paused) is not None:
                     refusal = Refusal("pause", SKIPPED, f"paused: {paused}")
                     record = self._refused(plan_id, action, "", refusal)
@@ -347,8 +354,10 @@ class AsyncSelfOptimiser:
         except SubsystemUnavailable as exc:
             return SKIPPED, str(exc), None
         answer: object
+        # The review sink is no subsystem: it bounds its own wait for the broker.
+        limit = None if action.action_kind is FLAG_FOR_REVIEW else cfg.subsystem_timeout_s
         try:
-            async with asyncio.timeout(cfg.subsystem_timeout_s):
+            async with asyncio.timeout(limit):
                 answer = await call
         except SubsystemUnavailable as exc:
             return SKIPPED, str(exc), None

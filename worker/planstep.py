@@ -11,6 +11,7 @@ records and settles the delivery. It knows nothing of AMQP.
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Callable
 from datetime import timedelta
 
 import msgspec
@@ -69,14 +70,22 @@ class PlanStep:
         self._clock = clock
         self._metrics = metrics
 
-    async def run(self, plan: Plan) -> list[EnactmentRecord]:
-        """One record per action, in the plan's order; ``replay`` marks those enacted before."""
+    async def run(
+        self, plan: Plan, *, owned: Callable[[], bool] | None = None
+    ) -> list[EnactmentRecord]:
+        """One record per action, in the plan's order; ``replay`` marks those enacted before.
+
+        ``owned`` says whether the plan is still this worker's (its delivery not lost); once it
+        is not, no further action is enacted, and those actions get no record here: whoever
+        the broker gives the plan to next enacts them.
+        """
         memory = self.memory
         fresh = [a for a in plan.actions if memory.get(a.action_id) is None]
         by_id: dict[str, EnactmentRecord] = {}
         if fresh:
-            enacted = await self.optimiser.enact(fresh, plan_id=plan.plan_id)
-            enacted += self._beyond_cap(plan.plan_id, fresh[len(enacted) :])
+            enacted = await self.optimiser.enact(fresh, plan_id=plan.plan_id, proceed=owned)
+            if owned is None or owned():
+                enacted += self._beyond_cap(plan.plan_id, fresh[len(enacted) :])
             for record in enacted:
                 memory.remember(record)
                 by_id[record.action.action_id] = record
@@ -85,7 +94,8 @@ class PlanStep:
             own = by_id.get(action.action_id)
             if own is None:
                 original = memory.get(action.action_id)
-                assert original is not None  # not fresh, so remembered
+                if original is None:  # not looked at: the plan stopped being ours
+                    continue
                 own = msgspec.structs.replace(original, replay=True)
             records.append(own)
         return records

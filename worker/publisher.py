@@ -16,7 +16,13 @@ import aio_pika
 import aiormq
 from aio_pika.abc import AbstractChannel, AbstractExchange
 from aiormq.abc import DeliveredMessage
-from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_exponential
+from tenacity import (
+    AsyncRetrying,
+    retry_if_exception_type,
+    stop_after_attempt,
+    stop_after_delay,
+    wait_exponential,
+)
 
 from worker.errors import OptimiserError
 
@@ -111,15 +117,27 @@ class Publisher:
         return not isinstance(result, DeliveredMessage)
 
     async def publish_idempotent(
-        self, exchange: AbstractExchange, routing_key: str, message: aio_pika.Message
+        self,
+        exchange: AbstractExchange,
+        routing_key: str,
+        message: aio_pika.Message,
+        *,
+        patience_s: float | None = None,
     ) -> bool:
         """``publish``, retried with backoff when the broker did not confirm.
 
         Only for a message whose ``message_id`` lets its reader drop a repeat: a publish that
-        timed out may have landed after all.
+        timed out may have landed after all. ``IDEMPOTENT_ATTEMPTS`` attempts, or with
+        ``patience_s`` as many as fit in that long (for an action in hand, which would rather
+        wait out a broker outage than be recorded FAILED).
         """
+        stop = (
+            stop_after_attempt(IDEMPOTENT_ATTEMPTS)
+            if patience_s is None
+            else stop_after_delay(patience_s)
+        )
         retrying = AsyncRetrying(
-            stop=stop_after_attempt(IDEMPOTENT_ATTEMPTS),
+            stop=stop,
             wait=wait_exponential(multiplier=0.2, max=2.0),
             retry=retry_if_exception_type(PublishFailed),
             reraise=True,

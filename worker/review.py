@@ -40,9 +40,12 @@ class AmqpReviewSink:
     ``message_id`` is the action's ``action_id``, so a reader can drop a duplicate.
     """
 
-    def __init__(self, publisher: Publisher, exchange: AbstractExchange) -> None:
+    def __init__(
+        self, publisher: Publisher, exchange: AbstractExchange, *, patience_s: float | None = None
+    ) -> None:
         self._publisher = publisher
         self._exchange = exchange
+        self._patience_s = patience_s  # how long an item waits out a broker outage
 
     async def submit(self, action: ImprovementAction, *, plan_id: str) -> None:
         message = aio_pika.Message(
@@ -56,7 +59,9 @@ class AmqpReviewSink:
         )
         # Retried when unconfirmed: the item's message_id is its action_id, so a reader drops
         # a repeat. A missing queue is not transient.
-        routed = await self._publisher.publish_idempotent(self._exchange, "", message)
+        routed = await self._publisher.publish_idempotent(
+            self._exchange, "", message, patience_s=self._patience_s
+        )
         if not routed:
             raise ReviewUndeliverable(f"no review queue is bound to {self._exchange.name!r}")
 

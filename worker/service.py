@@ -185,7 +185,9 @@ class Worker:
         optimiser = AsyncSelfOptimiser(
             subsystems=subsystems,
             review=AmqpReviewSink(
-                publisher, await publish_channel.get_exchange(self.names.review_exchange)
+                publisher,
+                await publish_channel.get_exchange(self.names.review_exchange),
+                patience_s=settings.outage_wait_s,
             ),
             config=settings.optimiser,
             clock=self.clock,
@@ -201,7 +203,7 @@ class Worker:
         self._control = control
 
         async def catch_up() -> None:
-            await caught_up(markers, [follower, control], settings.state_timeout_s)
+            await caught_up(markers, [follower, control], settings.fence_timeout_s)
 
         handler = _PlanHandler(
             self,
@@ -210,6 +212,7 @@ class Worker:
             results=results,
             invalid=await publish_channel.get_exchange(self.names.invalid_exchange),
             catch_up=catch_up,
+            state=follower,
         )
 
         consumer_tag = await topology.plans.consume(self._track(handler.handle))
@@ -332,10 +335,12 @@ class _PlanHandler:
         results: AbstractExchange,
         invalid: AbstractExchange,
         catch_up: Callable[[], Awaitable[None]],
+        state: StateFollower,
     ) -> None:
         self._worker = worker
         self._step = step
         self._catch_up = catch_up
+        self._state = state
         self._invalid = invalid
         self._publisher = publisher
         self._results = results
@@ -358,10 +363,9 @@ class _PlanHandler:
             if message.redelivered:
                 count = (message.headers or {}).get("x-delivery-count", "?")
                 log.info("plan %s redelivered (delivery count %s)", plan.plan_id, count)
-                # Another worker (or this one, before a reconnect) may have enacted part of
-                # this plan: read the stream up to now before deciding what is new.
-                await self._catch_up()
-            records = await self._step.run(plan)
+            if not await self._fence(plan.plan_id, message):
+                return
+            records = await self._step.run(plan, owned=lambda: _owned(message))
         # The actions are enacted: their records must go out, however long the broker takes.
         # Nacking would have the plan enacted again.
         unroutable = await self._publish_until_confirmed(plan.plan_id, records)
@@ -381,6 +385,47 @@ class _PlanHandler:
             f"; {unroutable} record(s) unroutable" if unroutable else "",
             "" if acked else "; ack lost with the channel, the broker will redeliver it",
         )  # fmt: skip
+
+    async def _fence(self, plan_id: str, message: AbstractIncomingMessage) -> bool:
+        """Before a plan is enacted: read both state streams up to a marker of this worker's.
+
+        That proves the broker still hears this worker, and that every record another worker
+        (or this one, before a reconnect) wrote before now is known, so nothing it enacted is
+        enacted again. Own records that should have been read back by then and were not were
+        lost by the stream: they are published again. Slower than ``fence_timeout_s``: nothing
+        is enacted, and the fence is tried again while the delivery is still this worker's;
+        False once it is not (the broker gives the plan to whoever consumes now).
+        """
+        delay = RETRY_FIRST_S
+        while True:
+            started = time.monotonic()
+            try:
+                await self._catch_up()
+            except (StreamUnavailable, aio_pika.exceptions.AMQPError, RuntimeError) as exc:
+                if not _owned(message):
+                    log.warning("plan %s: delivery lost while reading the state; not enacted",
+                                plan_id)  # fmt: skip
+                    return False
+                if self._worker.stopping:
+                    await _settle(message, requeue=True)
+                    return False
+                log.warning(
+                    "plan %s: the state streams were not read up to now (%s); not enacting it "
+                    "yet, trying again in %.1fs", plan_id, exc, delay,
+                )  # fmt: skip
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, RETRY_MAX_S)
+                continue
+            lost = self._state.lost(before=started)
+            if lost:
+                self._metrics.records_resent.inc(len(lost))
+                log.warning(
+                    "%d record(s) this worker published are missing from %s (the stream lost "
+                    "them); publishing them again, with the same message ids",
+                    len(lost), self._names.results_log,
+                )  # fmt: skip
+                await self._publish_until_confirmed(plan_id, lost)
+            return True
 
     def _read(self, message: AbstractIncomingMessage) -> Plan:
         limit = self._settings.max_plan_bytes
@@ -406,9 +451,12 @@ class _PlanHandler:
     async def _publish_until_confirmed(self, plan_id: str, records: list[EnactmentRecord]) -> int:
         """Publish the records, retrying the unconfirmed ones with backoff; return unroutable."""
         pending, unroutable, delay = records, 0, RETRY_FIRST_S
+        self._state.expect_back(records)
         while True:
             try:
-                return unroutable + await self._publish_records(pending)
+                unroutable += await self._publish_records(pending)
+                self._state.confirmed(records, time.monotonic())
+                return unroutable
             except _Unconfirmed as failure:
                 pending = failure.records
                 unroutable += failure.unroutable
@@ -520,13 +568,31 @@ def _encodable(headers: Mapping[str, object]) -> dict[str, Any]:
 
 
 def _record_properties(record: EnactmentRecord) -> aiormq.spec.Basic.Properties:
+    # ``replay`` in a header too: the state follower tells a replay from the original
+    # without decoding the body.
+    headers: dict[str, Any] = {"plan_id": record.plan_id}
+    if record.replay:
+        headers["replay"] = True
     return aiormq.spec.Basic.Properties(
         content_type=JSON,
         delivery_mode=PERSISTENT,
         message_id=record.action.action_id,
         message_type="enactment_record",
-        headers={"plan_id": record.plan_id},
+        headers=headers,
     )
+
+
+def _owned(message: AbstractIncomingMessage) -> bool:
+    """Whether a delivery is still this worker's: its channel is open, so it can be acked.
+
+    Once the channel is gone the broker gives the plan to another consumer (the standby, or
+    this worker after it reconnects), which will enact whatever this one has not.
+    """
+    try:
+        message.channel  # noqa: B018 - the property raises once the channel is closed
+    except aio_pika.exceptions.ChannelInvalidStateError:
+        return False
+    return True
 
 
 async def _guarded(handle: _Handle, message: AbstractIncomingMessage) -> None:

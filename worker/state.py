@@ -17,6 +17,7 @@ the stream before a moment has been read.
 from __future__ import annotations
 
 import logging
+import math
 
 import msgspec
 from aiormq.abc import DeliveredMessage
@@ -47,9 +48,44 @@ class StateFollower(StreamFollower):
         self._optimiser = optimiser
         self._clock = clock
         self.records_read = 0
+        # This worker's own records, confirmed by the broker and not read back from the
+        # stream yet: action_id -> (record, monotonic time of the confirm).
+        self._unread: dict[str, tuple[EnactmentRecord, float]] = {}
+
+    def expect_back(self, records: list[EnactmentRecord]) -> None:
+        """These records are about to be published: expect them back from the stream.
+
+        Registered before the publish, because the stream may hand a record back before its
+        confirm is even processed; none counts as lost until ``confirmed``.
+        """
+        for record in records:
+            if not record.replay:
+                self._unread[record.action.action_id] = (record, math.inf)
+
+    def confirmed(self, records: list[EnactmentRecord], at: float) -> None:
+        """The broker confirmed these records at monotonic ``at``."""
+        for record in records:
+            action_id = record.action.action_id
+            if action_id in self._unread:
+                self._unread[action_id] = (record, at)
+
+    def lost(self, before: float) -> list[EnactmentRecord]:
+        """Own records confirmed before ``before`` and still not read back, forgotten here.
+
+        Call it once a marker published after ``before`` has been read back: the stream holds
+        everything in order, so what is missing then was lost by the stream (a leader that
+        failed over has lost confirmed messages: rabbitmq-server #9457).
+        """
+        lost = [record for record, at in self._unread.values() if at < before]
+        for record in lost:
+            del self._unread[record.action.action_id]
+        return lost
 
     def take(self, message: DeliveredMessage) -> None:
-        action_id = message.header.properties.message_id
+        properties = message.header.properties
+        action_id = properties.message_id
+        if action_id and not (properties.headers or {}).get("replay"):
+            self._unread.pop(action_id, None)
         if action_id and self.memory.get(action_id) is not None:
             # Known already (this worker's own record, read back): the first record of an
             # action is the one kept, and its cool-down was armed when it was learnt.
