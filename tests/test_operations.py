@@ -273,12 +273,16 @@ async def test_a_pause_still_reaches_a_worker_whose_control_consumer_the_broker_
     worker = await start_worker(subsystems=seed_subsystems(seed_cycle(), None))
     await broker.channel.queue_delete(broker.names.control)
     await asyncio.sleep(1.0)  # the worker retries while the stream is missing
+    # Blind to pauses meanwhile: /readyz says so instead of 200.
+    ready, why = worker.worker.readiness()
+    assert not ready
+    assert why == f"not reading {broker.names.control}: consuming it again"
     await broker.declare_topology()
     await _publish_control(broker, ControlMessage(
         command=ControlCommand.PAUSE, reason="after the cancel", issued_at=datetime.now(UTC)
     ))  # fmt: skip
     await wait_for(lambda: worker.worker.paused is not None, what="the pause", timeout=30)
-    assert worker.worker.readiness()[0]  # and it kept consuming throughout
+    assert worker.worker.readiness()[0]  # ready again once it reads the stream
 
 
 async def test_the_queue_gauges_follow_the_broker(

@@ -94,6 +94,7 @@ class Worker:
         # Read at scrape time, so the gauge follows a reconnect as /readyz does.
         self.metrics.ready.set_function(lambda: 1.0 if self.readiness()[0] else 0.0)
         self._control: ControlFollower | None = None
+        self._followers: list[StreamFollower] = []
         self.metrics.paused.set_function(lambda: 0.0 if self.paused is None else 1.0)
         self.metrics.paused_since.set_function(
             lambda: 0.0 if self.paused is None else self.paused.issued_at.timestamp()
@@ -115,6 +116,9 @@ class Worker:
         down = [c for c in self._connections if not c.connected.is_set()]
         if down:
             return False, "reconnecting to the broker"
+        blind = [f.stream for f in self._followers if not f.healthy]
+        if blind:
+            return False, f"not reading {', '.join(blind)}: consuming it again"
         if self.paused is not None:
             return True, f"consuming plans; {describe(self.paused)}"
         return True, "consuming plans"
@@ -201,6 +205,7 @@ class Worker:
         if not await self._restore(follower, control, markers, stop):
             return
         self._control = control
+        self._followers = [follower, control]
 
         async def catch_up() -> None:
             await caught_up(markers, [follower, control], settings.fence_timeout_s)

@@ -112,6 +112,15 @@ class StreamFollower:
             log.warning("the broker cancelled the consumer of %s; consuming it again", self.stream)
             self._start_resuming()
 
+    @property
+    def healthy(self) -> bool:
+        """Whether the stream is being read now: consuming, on an open channel, and not
+        waiting to consume again after the broker cancelled the consumer."""
+        channel = self._channel
+        if channel is None or channel.is_closed:
+            return False
+        return self._resuming is None or self._resuming.done()
+
     def _start_resuming(self) -> None:
         if self._resuming is None or self._resuming.done():
             self._resuming = asyncio.create_task(self._consume_again())
