@@ -10,6 +10,7 @@ Versioned: ``version`` is 1; a later version adds fields with defaults.
 from __future__ import annotations
 
 import enum
+from datetime import datetime
 from typing import Annotated, Final
 
 import msgspec
@@ -44,6 +45,13 @@ class ControlMessage(Message, frozen=True, kw_only=True):
     version: int = CONTROL_VERSION
     module: ModuleName | None = None
     action_kind: ActionKind | None = None
+    #: A pause that replaces the one in force (``pause --force``) keeps its start here.
+    since: UtcTime | None = None
+
+    @property
+    def paused_since(self) -> datetime:
+        """When the pause this message states began."""
+        return self.since or self.issued_at
 
 
 _control_json: Final = msgspec.json.Decoder(ControlMessage)

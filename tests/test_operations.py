@@ -365,3 +365,34 @@ async def test_breakers_list_shows_an_open_breaker_and_reset_closes_it_on_the_wo
     assert after.status is EnactmentStatus.FAILED  # dispatched again
     code, out, _ = await run_cli(capsys, "breakers", "list")
     assert out.strip() == "no circuit breaker is open"
+
+
+@pytest.mark.usefixtures("cli_env")
+async def test_a_second_pause_is_refused_unless_forced_and_keeps_its_start(
+    broker: Broker, start_worker: WorkerStarter, capsys: pytest.CaptureFixture[str]
+) -> None:
+    worker = await start_worker(subsystems=seed_subsystems(seed_cycle(), None))
+    code, out, err = await run_cli(capsys, "resume")
+    assert (code, err) == (0, "")
+    assert "is not paused: nothing to resume" in out
+
+    assert (await run_cli(capsys, "pause", "--reason", "first", "--by", "alice"))[0] == 0
+    await wait_for(lambda: worker.worker.paused is not None, what="the pause")
+    since = worker.metric("asi_optimiser_paused_since_timestamp_seconds")
+
+    code, out, err = await run_cli(capsys, "pause", "--reason", "second", "--by", "bob")
+    assert code == 1
+    assert "is already PAUSED since" in err
+    assert "by alice: first" in err
+    assert "`pause --force`" in err
+
+    await asyncio.sleep(1.1)  # a replacement issued later must still report the first start
+    code, out, err = await run_cli(capsys, "pause", "--force", "--reason", "second", "--by", "bob")
+    assert code == 0, err
+    await wait_for(
+        lambda: worker.worker.paused is not None and worker.worker.paused.reason == "second",
+        what="the replaced pause",
+    )
+    assert worker.metric("asi_optimiser_paused_since_timestamp_seconds") == since
+    code, out, _ = await run_cli(capsys, "status")
+    assert "by bob: second" in out

@@ -25,7 +25,7 @@ from schemas.jsonschema import MESSAGES, render
 from worker.breakers import format_breakers, read_breakers, reset_breaker
 from worker.config import WorkerSettings, load_settings, settings_help
 from worker.connection import BrokerUnavailable
-from worker.control import operator_name, send_control
+from worker.control import describe, operator_name, read_control, send_control
 from worker.definitions import ROLES, definitions, passwords_from_env
 from worker.demo import run_demo
 from worker.errors import ConfigError, OptimiserError
@@ -233,6 +233,11 @@ def _add_control_commands(commands: argparse._SubParsersAction[argparse.Argument
         ),
     )
     pause.add_argument("--reason", default="", help="why, for the records and the people on call")
+    pause.add_argument(
+        "--force",
+        action="store_true",
+        help="replace the reason of a pause in force (it keeps the time it began)",
+    )
     _add_identity(pause)
     _add_tool_options(pause)
 
@@ -401,9 +406,29 @@ def _control(args: argparse.Namespace) -> int:
     command = ControlCommand(args.command)
     if len(args.reason) > 500:
         raise _Exit(2, "--reason is longer than 500 characters")
+    current = asyncio.run(read_control(settings))
+    in_force = current is not None and current.command is ControlCommand.PAUSE
+    if command is ControlCommand.RESUME and not in_force:
+        print(
+            f"namespace {settings.namespace} is not paused: nothing to resume ({describe(current)})"
+        )
+        return 0
+    since = None
+    if command is ControlCommand.PAUSE and in_force:
+        assert current is not None
+        if not args.force:
+            raise _Exit(
+                1,
+                f"namespace {settings.namespace} is already {describe(current)}; "
+                f"`pause --force` replaces that reason and keeps the time it began",
+            )
+        since = current.paused_since
     sent = asyncio.run(
-        send_control(settings, command, reason=args.reason, issued_by=args.by or operator_name())
-    )
+        send_control(
+            settings, command, reason=args.reason, issued_by=args.by or operator_name(),
+            since=since,
+        )
+    )  # fmt: skip
     if command is ControlCommand.PAUSE:
         print(
             f"paused namespace {settings.namespace}: every worker records each action as "

@@ -103,7 +103,7 @@ def describe(control: ControlMessage | None) -> str:
     """One sentence for an operator: the state a control message leaves behind."""
     if control is None:
         return "running (never paused)"
-    when = control.issued_at.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    when = control.paused_since.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     who = f" by {control.issued_by}" if control.issued_by else ""
     if control.command is ControlCommand.PAUSE:
         return (
@@ -132,6 +132,7 @@ async def send_control(
     now: Callable[[], datetime] = lambda: datetime.now(UTC),
     module: str | None = None,
     action_kind: ActionKind | None = None,
+    since: datetime | None = None,
 ) -> ControlMessage:
     """Publish one pause, resume or breaker reset (of ``module``, ``action_kind``) to
     ``N.control``; return it once the broker confirmed it."""
@@ -143,6 +144,7 @@ async def send_control(
         issued_at=now(),
         module=module,
         action_kind=action_kind,
+        since=since,
     )
     try:
         msgspec.json.decode(encode(control), type=ControlMessage)  # the same checks as readers

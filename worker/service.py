@@ -97,7 +97,7 @@ class Worker:
         self._followers: list[StreamFollower] = []
         self.metrics.paused.set_function(lambda: 0.0 if self.paused is None else 1.0)
         self.metrics.paused_since.set_function(
-            lambda: 0.0 if self.paused is None else self.paused.issued_at.timestamp()
+            lambda: 0.0 if self.paused is None else self.paused.paused_since.timestamp()
         )
         self.optimiser_metrics = OptimiserMetrics(registry)
         self._state = "starting"
