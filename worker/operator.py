@@ -47,7 +47,18 @@ def read_plan(source: str) -> tuple[Plan, bytes]:
         raise PlanRejected(f"{source} is not a valid plan: {exc}") from None
 
 
-RECORD_HEADER: Final = f"{'TIME':<9} {'STATUS':<12} {'KIND':<16} {'MODULE':<20} DETAIL"
+#: Width of the MODULE column unless the module names at hand need more.
+MODULE_WIDTH: Final = 20
+
+
+def record_header(module_width: int = MODULE_WIDTH) -> str:
+    """The header line above ``format_record`` lines of the same width."""
+    return f"{'TIME':<10} {'STATUS':<12} {'KIND':<16} {'MODULE':<{module_width}} DETAIL"
+
+
+def plural(count: int, noun: str) -> str:
+    """``1 action``, ``2 actions``."""
+    return f"{count} {noun}{'' if count == 1 else 's'}"
 
 
 async def _follow_queue(channel: AbstractChannel, names: Names) -> AbstractQueue:
@@ -57,13 +68,15 @@ async def _follow_queue(channel: AbstractChannel, names: Names) -> AbstractQueue
     )
 
 
-def format_record(record: EnactmentRecord) -> str:
-    """One aligned line for a record."""
+def format_record(record: EnactmentRecord, module_width: int = MODULE_WIDTH) -> str:
+    """One aligned line for a record; the time is UTC, with its ``Z``. A replay (a record
+    published again for an action enacted before) says so before its detail."""
     action = record.action
-    when = record.attempted_at.strftime("%H:%M:%S")
+    when = record.attempted_at.astimezone(UTC).strftime("%H:%M:%SZ")
+    replay = "[replay of the record of an earlier delivery] " if record.replay else ""
     return (
-        f"{when:<9} {record.status.value:<12} {action.action_kind.value:<16} "
-        f"{action.module_name:<20} {record.detail}"
+        f"{when:<10} {record.status.value:<12} {action.action_kind.value:<16} "
+        f"{action.module_name:<{module_width}} {replay}{record.detail}"
     )
 
 
@@ -97,12 +110,16 @@ async def publish_plan(
             "before publishing it again",
         )
         out(
-            f"published plan {plan.plan_id} ({len(plan.actions)} actions) to {names.plans_exchange}"
+            f"published plan {plan.plan_id} ({plural(len(plan.actions), 'action')}) to "
+            f"{names.plans_exchange}"
         )
         if records is None:
             return True
-        out(f"waiting up to {wait_s:g}s for {len(plan.actions)} records (Ctrl-C stops waiting)")
-        out(RECORD_HEADER)
+        out(
+            f"waiting up to {wait_s:g}s for {plural(len(plan.actions), 'record')} "
+            f"(Ctrl-C stops waiting)"
+        )
+        out(record_header(_width(plan)))
         return await _await_records(records, plan, names, wait_s or 0.0, out)
     finally:
         await connection.close()
@@ -125,7 +142,7 @@ async def _await_records(
                 if record is None or record.plan_id != plan.plan_id:
                     continue
                 seen.add(record.action.action_id)
-                out(format_record(record))
+                out(format_record(record, _width(plan)))
                 if len(seen) == expected:
                     return True
     except TimeoutError:
@@ -134,6 +151,10 @@ async def _await_records(
             f"(`self-optimiser run`) consuming {names.plans_queue}?"
         )
     return False
+
+
+def _width(plan: Plan) -> int:
+    return max(MODULE_WIDTH, *(len(a.module_name) for a in plan.actions))
 
 
 def _record_of(message: AbstractIncomingMessage) -> EnactmentRecord | None:
@@ -164,7 +185,7 @@ async def tail_records(
         await queue.bind(names.results_exchange, pattern)
         log.info("following %s with pattern %r", names.results_exchange, pattern)
         if not as_json:
-            out(RECORD_HEADER)
+            out(record_header(max(MODULE_WIDTH, len(module or ""))))
 
         stop = stop or asyncio.Event()
 
@@ -174,7 +195,8 @@ async def tail_records(
                 if record is None:
                     return
                 try:
-                    out(encode(record).decode() if as_json else format_record(record))
+                    width = max(MODULE_WIDTH, len(module or ""))
+                    out(encode(record).decode() if as_json else format_record(record, width))
                 except BrokenPipeError:  # `tail | head` has read enough
                     stop.set()
 
@@ -280,6 +302,8 @@ async def work_review(
 def _list_review(
     items: list[ReviewItem], now: datetime, *, as_json: bool, out: Callable[[str], None]
 ) -> None:
+    # Oldest first by when each was flagged: the queue's own order changes with requeues.
+    items = sorted(items, key=lambda i: (i.flagged_at is None, i.flagged_at or now))
     if as_json:
         for item in items:
             out(msgspec.json.encode(_review_builtins(item, now)).decode())
@@ -287,16 +311,23 @@ def _list_review(
     if not items:
         out("no review items pending")
         return
-    out(f"{'AGE':<7} {'MODULE':<24} {'ACTION ID':<24} {'PLAN':<16} RATIONALE")
+    rows = []
     for item in items:
         action = item.action
-        module = action.module_name if action else "<unreadable body>"
         rationale = " ".join((action.rationale if action else "").split())
-        action_id = item.action_id + (f" (x{item.copies})" if item.copies > 1 else "")
-        out(
-            f"{item.age(now):<7} {module:<24} {action_id:<24} {item.plan_id:<16} "
-            f"{rationale[:60] + ('...' if len(rationale) > 60 else '')}"
+        rows.append(
+            (
+                item.age(now),
+                action.module_name if action else "<unreadable body>",
+                item.action_id + (f" (x{item.copies})" if item.copies > 1 else ""),
+                item.plan_id,
+                rationale[:60] + ("..." if len(rationale) > 60 else ""),
+            )
         )
+    header = ("AGE", "MODULE", "ACTION ID", "PLAN", "RATIONALE")
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(4)]
+    for row in [header, *rows]:
+        out(" ".join(f"{cell:<{w}}" for cell, w in zip(row, widths, strict=False)) + f" {row[4]}")
     out(f"{len(items)} pending")
 
 
