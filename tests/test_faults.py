@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import shutil
 import signal
@@ -104,8 +105,9 @@ async def test_a_publish_whose_confirm_is_withheld_times_out_and_the_plan_is_not
 
 
 async def test_the_worker_reconnects_after_the_broker_closes_its_connections(
-    broker: Broker, start_worker: WorkerStarter
+    broker: Broker, start_worker: WorkerStarter, caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.INFO, logger="worker")
     results = await broker.results_queue()
     running = await start_worker(publish_timeout_s=2.0)
     plans = [f"plan-{i}" for i in range(60)]
@@ -132,6 +134,13 @@ async def test_the_worker_reconnects_after_the_broker_closes_its_connections(
             await asyncio.sleep(0.2)
     await wait_for(lambda: running.worker.readiness()[0], timeout=30, what="readiness")
     await publishing
+    # People read one line of the worker's own each way, not only the libraries' chatter.
+    ours = [r for r in caplog.records if r.name == "worker.service"]
+    lost = [r for r in ours if r.getMessage().startswith("lost the broker at")]
+    back = [r for r in ours if "is back: consuming plans again" in r.getMessage()]
+    assert [r.levelname for r in lost] == ["WARNING"]
+    assert "guest:***@" in lost[0].getMessage()
+    assert [r.levelname for r in back] == ["INFO"]
 
     # Until every action has a record: replays of redelivered plans come too, so a count of
     # 2 x 60 records can be reached before the last plan's own records land.

@@ -95,6 +95,7 @@ class Worker:
         self.metrics.ready.set_function(lambda: 1.0 if self.readiness()[0] else 0.0)
         self._control: ControlFollower | None = None
         self._followers: list[StreamFollower] = []
+        self._broker_lost = False
         self.metrics.paused.set_function(lambda: 0.0 if self.paused is None else 1.0)
         self.metrics.paused_since.set_function(
             lambda: 0.0 if self.paused is None else self.paused.paused_since.timestamp()
@@ -161,6 +162,9 @@ class Worker:
                 return
             self._connections.append(connection)
         consume_connection, publish_connection = self._connections
+        # One line of our own each way, whatever the libraries say about the reconnect.
+        consume_connection.close_callbacks.add(self._lost)
+        consume_connection.reconnect_callbacks.add(self._back)
 
         consume_channel = await consume_connection.channel()
         await consume_channel.set_qos(prefetch_count=settings.prefetch)
@@ -242,6 +246,19 @@ class Worker:
         await _close(publish_channel, settings.connect_timeout_s)
         self._state = "stopped"
         log.info("stopped")
+
+    def _lost(self, _connection: object, exc: BaseException | None = None) -> None:
+        if self._stopping or exc is None or self._broker_lost:
+            return  # our own close, or said already
+        self._broker_lost = True
+        log.warning(
+            "lost the broker at %s (%s): not consuming plans until it is back; plans in hand "
+            "go back to the queue", self.settings.safe_url, exc or "connection closed",
+        )  # fmt: skip
+
+    def _back(self, _connection: object) -> None:
+        self._broker_lost = False
+        log.info("the broker at %s is back: consuming plans again", self.settings.safe_url)
 
     async def _restore(
         self,
