@@ -621,6 +621,15 @@ async def _guarded(handle: _Handle, message: AbstractIncomingMessage) -> None:
     """Run ``handle``; a bug in it returns the delivery to the queue instead of stranding it."""
     try:
         await handle(message)
+    except asyncio.CancelledError:
+        task = asyncio.current_task()
+        if task is not None and task.cancelling():
+            raise  # shutdown cancelled it: the delivery returns with the channel
+        # aiormq fails pending futures with CancelledError when it drops a channel: that is
+        # an error in handling, not our cancellation, and must not strand the delivery.
+        log.error("handling delivery %s was cut short by a closed channel; it returns to the "
+                  "queue", message.delivery_tag)  # fmt: skip
+        await _settle(message, requeue=True)
     except Exception:
         log.exception("unexpected error handling delivery %s; it returns to the queue in 1s",
                       message.delivery_tag)  # fmt: skip

@@ -255,6 +255,12 @@ async def caught_up(
         raise StreamUnavailable(
             f"{', '.join(late) or 'the streams'} did not give back a marker within {timeout_s:g}s"
         ) from None
+    except asyncio.CancelledError:
+        task = asyncio.current_task()
+        if task is not None and task.cancelling():
+            raise  # we are being cancelled: let it through
+        # aiormq fails a pending confirm with CancelledError when it drops the channel.
+        raise StreamUnavailable("the channel closed before the marker was confirmed") from None
     finally:
         for follower in followers:
             follower.forget(marker)
