@@ -23,6 +23,7 @@ import pytest
 from schemas import EnactmentRecord
 from tests.broker import Broker, rabbitmqctl, worker_connection_pids
 from tests.conftest import WorkerStarter, wait_for
+from tests.processes import WorkerProcess
 from tests.proxy import SilencingProxy
 from tests.test_worker import no_op_plan
 from worker import OptimiserConfig, SubsystemResult, Subsystems
@@ -336,3 +337,30 @@ async def test_an_action_in_hand_waits_out_a_long_outage_and_the_rest_waits_for_
         await running.shutdown()
     finally:
         await proxy.close()
+
+
+async def test_a_worker_that_loses_the_broker_says_so_once_and_once_when_it_is_back(
+    broker: Broker, amqp_url: str
+) -> None:
+    await broker.declare_topology()
+    worker = await WorkerProcess(amqp_url, broker.names.namespace).start()
+    await worker.wait_consuming()
+    before = len(worker.lines)
+    pids = await asyncio.to_thread(worker_connection_pids, broker.names.namespace)
+    for pid in pids:
+        await asyncio.to_thread(rabbitmqctl, "close_connection", pid, "fault test")
+    async with asyncio.timeout(30):
+        while not any("is back: consuming plans again" in line for line in worker.lines):
+            await asyncio.sleep(0.1)
+    await asyncio.sleep(2.0)  # whatever else it has to say about it
+    assert await worker.stop() == 0
+
+    said = worker.lines[before:]
+    lost = [line for line in said if "WARNING worker.service: lost the broker at" in line]
+    back = [line for line in said if "INFO    worker.service: the broker at" in line]
+    library = [line for line in said if " aio_pika." in line or " aiormq." in line]
+    assert len(lost) == 1, said
+    assert len(back) == 1, said
+    assert not any("Traceback" in line for line in said), said
+    # Two connections dropped: at most a line or two from the libraries for each.
+    assert len(library) <= 4, said

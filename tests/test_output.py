@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import subprocess
@@ -11,6 +12,7 @@ from datetime import UTC, datetime, timedelta, timezone
 import msgspec
 
 from schemas import ActionKind, EnactmentRecord, EnactmentStatus, ImprovementAction
+from worker.logs import Quieter
 from worker.operator import _list_review, format_record, plural, record_header
 from worker.review import ReviewItem
 
@@ -102,3 +104,27 @@ def test_the_worker_logs_utc_times_with_their_zone() -> None:
     assert all(
         re.match(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z INFO ", line) for line in lines
     ), lines
+
+
+def test_library_chatter_is_thinned_to_one_line_a_minute_without_traceback() -> None:
+    now = [0.0]
+    quieter = Quieter(every_s=60.0, clock=lambda: now[0])
+
+    def record(name: str, msg: str) -> logging.LogRecord:
+        try:
+            raise ConnectionError("refused")
+        except ConnectionError:
+            return logging.LogRecord(
+                name, logging.WARNING, __file__, 1, msg, ("x",), sys.exc_info()
+            )
+
+    reconnect = 'Connection attempt to "%s" failed'
+    kept = [quieter.filter(record("aio_pika.robust_connection", reconnect)) for _ in range(6)]
+    assert kept == [True, False, False, False, False, False]
+    assert quieter.filter(record("aiormq.connection", "error when creating transport: %r"))
+    assert quieter.filter(record("worker.service", "lost the broker at %s"))  # ours: always
+    assert quieter.filter(record("worker.service", "lost the broker at %s"))
+    now[0] = 61.0
+    again = record("aio_pika.robust_connection", reconnect)
+    assert quieter.filter(again)
+    assert again.exc_info is None  # no traceback for an expected disconnect

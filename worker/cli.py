@@ -31,6 +31,7 @@ from worker.definitions import ROLES, definitions, passwords_from_env
 from worker.demo import run_demo
 from worker.errors import ConfigError, OptimiserError
 from worker.live_demo import run_live_demo
+from worker.logs import Quieter
 from worker.operator import (
     PlanRejected,
     publish_plan,
@@ -576,6 +577,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     formatter.converter = time.gmtime
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(formatter)
+    handler.addFilter(Quieter())
     logging.basicConfig(level=args.log_level, handlers=[handler])
     try:
         if args.command == "schema":

@@ -32,7 +32,9 @@ class WorkerSettings:
     """Everything the worker needs to run; invalid values raise ``ConfigError``."""
 
     amqp_url: str = setting(
-        "amqp://guest:guest@localhost:5672/", "Broker URL (amqp:// or amqps://, with the vhost)."
+        "amqp://guest:guest@localhost:5672/",
+        "Broker URL (amqp:// or amqps://, with the vhost); for a cluster, several separated by "
+        "commas, tried in turn.",
     )
     namespace: str = setting(
         "optimiser", "Prefix of every queue and exchange (N.plans, N.results, N.review, ...)."
@@ -91,16 +93,18 @@ class WorkerSettings:
     optimiser: OptimiserConfig = dataclasses.field(default_factory=OptimiserConfig)
 
     def __post_init__(self) -> None:
-        try:
-            url = URL(self.amqp_url)  # the parser aio-pika uses
-            valid = url.scheme in ("amqp", "amqps") and bool(url.host)
-        except (ValueError, TypeError):
-            valid = False
-        if not valid:
-            raise ConfigError(
-                "amqp_url must look like amqp://user:password@host:5672/vhost "
-                "(with special characters in the password %-escaped)"
-            )
+        for address in self.amqp_urls:
+            try:
+                url = URL(address)  # the parser aio-pika uses
+                valid = url.scheme in ("amqp", "amqps") and bool(url.host)
+            except (ValueError, TypeError):
+                valid = False
+            if not valid:
+                raise ConfigError(
+                    "amqp_url must look like amqp://user:password@host:5672/vhost, or several "
+                    "of those separated by commas (special characters in a password "
+                    "%-escaped)"
+                )
         if not _NAMESPACE.match(self.namespace):
             raise ConfigError(
                 f"namespace {self.namespace!r} must be 1 to 64 letters, digits, '_', '-' or '.'"
@@ -142,7 +146,7 @@ class WorkerSettings:
 
     def __repr__(self) -> str:
         shown = ", ".join(
-            f"{name}={redact_url(value) if name == 'amqp_url' else value!r}"
+            f"{name}={self.safe_url if name == 'amqp_url' else value!r}"
             for name, value in self._values()
         )
         return f"WorkerSettings({shown})"
@@ -152,9 +156,14 @@ class WorkerSettings:
             yield each.name, getattr(self, each.name)
 
     @property
+    def amqp_urls(self) -> list[str]:
+        """The broker addresses, in the order they are tried."""
+        return [part.strip() for part in self.amqp_url.split(",") if part.strip()] or [""]
+
+    @property
     def safe_url(self) -> str:
-        """The broker URL with its password replaced by ``***``, for logs."""
-        return redact_url(self.amqp_url)
+        """The broker URL(s) with each password replaced by ``***``, for logs."""
+        return ", ".join(redact_url(address) for address in self.amqp_urls)
 
 
 _CREDENTIALS: Final = re.compile(r"^(?P<head>[A-Za-z][A-Za-z0-9+.-]*://[^:/?#@]*):(?P<secret>.*)@")

@@ -1,12 +1,23 @@
-"""Connecting to the broker: retried while it does not answer, refused at once when it says no."""
+"""Connecting to the broker: retried while it does not answer, refused at once when it says no.
+
+A cluster is what the worker connects to: ``amqp_url`` may name several nodes. Each connection
+attempt is a *round* over all of them, in turn; after a round in which none answered it backs off
+(exponentially, with jitter) and says so in one line. aio-pika's robust connection reconnects to
+one URL only, so ``ClusterConnection`` replaces the one step of it that connects.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import random
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, Final
 
-import aio_pika
 import aiormq
 from aio_pika.abc import AbstractRobustConnection
+from aio_pika.exceptions import CONNECTION_EXCEPTIONS
+from aio_pika.robust_connection import RobustConnection
 from tenacity import (
     AsyncRetrying,
     RetryCallState,
@@ -14,6 +25,7 @@ from tenacity import (
     stop_after_delay,
     wait_exponential_jitter,
 )
+from yarl import URL
 
 from worker.config import WorkerSettings
 from worker.errors import OptimiserError
@@ -27,6 +39,71 @@ class BrokerUnavailable(OptimiserError):
 
 class BrokerRefused(OptimiserError):
     """The broker refused us (credentials, vhost, permissions): retrying will not help."""
+
+
+#: The step of aio-pika's reconnect loop that opens the transport (a name-mangled method of
+#: RobustConnection; tests/test_connection.py fails if a new aio-pika moves it).
+_CONNECT_STEP: Final = "_RobustConnection__connect_transport"
+_original_step: Callable[[RobustConnection], Awaitable[None]] = getattr(
+    RobustConnection, _CONNECT_STEP
+)
+
+
+def backoff_s(failed_rounds: int, *, first: float = 0.5, most: float = 30.0) -> float:
+    """Seconds to wait after ``failed_rounds`` rounds in a row failed: doubling, with jitter."""
+    return min(most, first * 2.0 ** max(0, failed_rounds - 1)) * random.uniform(0.5, 1.5)
+
+
+class ClusterConnection(RobustConnection):
+    """A robust connection over several broker addresses.
+
+    Every connect (the first, and each reconnect of aio-pika's loop) tries the addresses in
+    turn, starting after the one that was lost; when none answers, it logs one line for the
+    round and backs off before aio-pika's loop tries again.
+    """
+
+    def __init__(self, url: URL, *, addresses: Sequence[URL], shown: str, **kwargs: Any) -> None:
+        super().__init__(url, **kwargs)
+        self._addresses = list(addresses)
+        self._index = 0
+        self._shown = shown
+        self._failed_rounds = 0
+
+    async def _on_connection_close(self, closing: asyncio.Future[Any]) -> None:
+        # The address in use just went away: the next round starts with the one after it.
+        self._index = (self._index + 1) % len(self._addresses)
+        await super()._on_connection_close(closing)
+
+    async def _round(self) -> None:
+        last: BaseException | None = None
+        start, count = self._index, len(self._addresses)
+        for step in range(count):
+            index = (start + step) % count
+            self.url = self._addresses[index]
+            try:
+                await _original_step(self)
+            except CONNECTION_EXCEPTIONS as exc:
+                last = exc
+                continue
+            self._index, self._failed_rounds = index, 0
+            return
+        assert last is not None
+        self._failed_rounds += 1
+        if self.connection_attempt:  # reconnecting: the first connect is retried by connect()
+            wait = backoff_s(self._failed_rounds)
+            log.warning(
+                "no broker answered at %s (%s); trying again in %.1fs",
+                self._shown, _describe(last), wait,
+            )  # fmt: skip
+            await asyncio.sleep(wait)
+        raise last
+
+
+setattr(ClusterConnection, _CONNECT_STEP, ClusterConnection._round)
+
+
+def _describe(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
 
 
 def _refusal(exc: BaseException, settings: WorkerSettings) -> BrokerRefused | None:
@@ -73,16 +150,21 @@ async def connect(settings: WorkerSettings, role: str) -> AbstractRobustConnecti
         before_sleep=log_attempt,
         reraise=True,
     )
+    addresses = [
+        URL(address).update_query(heartbeat=settings.heartbeat_s, reconnect_interval=1.0)
+        for address in settings.amqp_urls
+    ]
     try:
         async for attempt in retrying:
             with attempt:
-                return await aio_pika.connect_robust(
-                    settings.amqp_url,
-                    timeout=settings.connect_timeout_s,
-                    heartbeat=settings.heartbeat_s,
-                    reconnect_interval=1.0,
+                connection = ClusterConnection(
+                    addresses[0],
+                    addresses=addresses,
+                    shown=settings.safe_url,
                     client_properties={"connection_name": name},
                 )
+                await connection.connect(timeout=settings.connect_timeout_s)
+                return connection
     except (aiormq.exceptions.AMQPError, OSError, TimeoutError) as exc:
         refused = _refusal(exc, settings)
         if refused is not None:
