@@ -28,7 +28,10 @@ def test_the_quick_end_to_end_bench_measures_every_candidate(amqp_url: str) -> N
     results = json.loads(Path(written[0]).read_text())
     runs = results["e2e"]["runs"]
     assert {r["candidate"] for r in runs} == set(CANDIDATES)
-    assert all(r["actions_per_s"] > 0 and r["cpu_us_per_action"] > 0 for r in runs)
+    assert all(r["actions_per_s"] > 0 for r in runs)
+    # CPU time comes from /proc in clock ticks (10 ms): the quick run's few hundred actions
+    # on a fast relay can take less than one tick, so 0 is a measurement, not a missing one.
+    assert all(r["cpu_us_per_action"] >= 0 for r in runs)
     assert {x["candidate"] for x in results["e2e"]["latency"]} == set(CANDIDATES)
     assert all(m["peak_rss_mb"] > 0 for m in results["e2e"]["memory"])
     assert [s["records"] for s in results["e2e"]["startup"]] == [0, 1_000]
