@@ -36,6 +36,20 @@ class WorkerSettings:
         "Broker URL (amqp:// or amqps://, with the vhost); for a cluster, several separated by "
         "commas, tried in turn.",
     )
+    tls_ca_file: str = setting(
+        "", "TLS: the CA bundle (PEM) that signed the broker's certificate; empty: the system's."
+    )
+    tls_cert_file: str = setting("", "TLS: a client certificate (PEM), for mutual TLS.")
+    tls_key_file: str = setting("", "TLS: the client certificate's key (PEM, no passphrase).")
+    tls_server_name: str = setting(
+        "", "TLS: the name the broker's certificate must carry, if not the host in amqp_url."
+    )
+    tls_verify: bool = setting(
+        True, "TLS: false accepts any certificate (logged as a WARNING; never in production)."
+    )
+    auth_mechanism: str = setting(
+        "plain", "plain (user and password) or external (the client certificate names the user)."
+    )
     namespace: str = setting(
         "optimiser", "Prefix of every queue and exchange (N.plans, N.results, N.review, ...)."
     )
@@ -105,6 +119,22 @@ class WorkerSettings:
                     "of those separated by commas (special characters in a password "
                     "%-escaped)"
                 )
+        if self.auth_mechanism not in ("plain", "external"):
+            raise ConfigError(
+                f"auth_mechanism must be 'plain' or 'external', not {self.auth_mechanism!r}"
+            )
+        tls = (self.tls_ca_file, self.tls_cert_file, self.tls_key_file, self.tls_server_name)
+        plain_tcp = [u for u in self.amqp_urls if not u.startswith("amqps://")]
+        if (any(tls) or not self.tls_verify or self.auth_mechanism == "external") and plain_tcp:
+            raise ConfigError(
+                "the TLS settings (tls_*, auth_mechanism = external) need amqps:// broker URLs"
+            )
+        if bool(self.tls_cert_file) != bool(self.tls_key_file):
+            raise ConfigError("tls_cert_file and tls_key_file go together: set both or neither")
+        if self.auth_mechanism == "external" and not self.tls_cert_file:
+            raise ConfigError(
+                "auth_mechanism = external needs a client certificate (tls_cert_file)"
+            )
         if not _NAMESPACE.match(self.namespace):
             raise ConfigError(
                 f"namespace {self.namespace!r} must be 1 to 64 letters, digits, '_', '-' or '.'"

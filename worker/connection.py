@@ -9,8 +9,11 @@ one URL only, so ``ClusterConnection`` replaces the one step of it that connects
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
+import re
+import ssl
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Final
 
@@ -28,7 +31,7 @@ from tenacity import (
 from yarl import URL
 
 from worker.config import WorkerSettings
-from worker.errors import OptimiserError
+from worker.errors import ConfigError, OptimiserError
 
 log = logging.getLogger(__name__)
 
@@ -68,10 +71,14 @@ class ClusterConnection(RobustConnection):
         self._index = 0
         self._shown = shown
         self._failed_rounds = 0
+        #: Why the connection last closed (a TLS alert arrives after the handshake, as a close).
+        self.closed_by: BaseException | None = None
 
     async def _on_connection_close(self, closing: asyncio.Future[Any]) -> None:
         # The address in use just went away: the next round starts with the one after it.
         self._index = (self._index + 1) % len(self._addresses)
+        if not closing.cancelled() and closing.exception() is not None:
+            self.closed_by = closing.exception()
         await super()._on_connection_close(closing)
 
     async def _round(self) -> None:
@@ -83,6 +90,8 @@ class ClusterConnection(RobustConnection):
             try:
                 await _original_step(self)
             except CONNECTION_EXCEPTIONS as exc:
+                if _tls_failure(exc) is not None or isinstance(exc, _AUTH):
+                    raise  # the same on every node of a cluster: no use trying the others
                 last = exc
                 continue
             self._index, self._failed_rounds = index, 0
@@ -106,11 +115,109 @@ def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
 
 
+_SSL_TEXT: Final = re.compile(
+    r"\[SSL: ([A-Z0-9_]+)\]\s*(?:certificate verify failed:\s*)?(.*?)\s*(?:\(_ssl\.c|$)"
+)
+_AUTH: Final = (
+    aiormq.exceptions.AuthenticationError,
+    aiormq.exceptions.ProbableAuthenticationError,
+)
+
+
+def _tls_failure(exc: BaseException) -> tuple[bool, str] | None:
+    """(certificate verification?, what TLS said) if ``exc`` comes from TLS, else None.
+
+    aiormq wraps the ``ssl`` error in its own, sometimes keeping only its text.
+    """
+    chain: list[BaseException] = []
+    seen: BaseException | None = exc
+    while seen is not None and seen not in chain:
+        chain.append(seen)
+        seen = seen.__cause__ or seen.__context__
+    for each in chain:
+        if isinstance(each, ssl.SSLCertVerificationError):
+            return True, each.verify_message or str(each)
+    for each in chain:
+        if isinstance(each, ssl.SSLError):
+            return False, each.reason or str(each)
+    for each in chain:
+        if (found := _SSL_TEXT.search(str(each))) is not None:
+            return found.group(1) == "CERTIFICATE_VERIFY_FAILED", found.group(2) or found.group(1)
+    return None
+
+
+def tls_context(settings: WorkerSettings) -> ssl.SSLContext | None:
+    """The TLS context for ``amqps://`` brokers (None for plain AMQP), built once at start-up.
+
+    Raises ``ConfigError`` with one sentence for a file that is missing, not PEM, or a key
+    with a passphrase (OpenSSL would otherwise ask for it on the terminal).
+    """
+    if not settings.amqp_urls[0].startswith("amqps://"):
+        return None
+    try:
+        context = ssl.create_default_context(cafile=settings.tls_ca_file or None)
+    except FileNotFoundError:
+        raise ConfigError(f"tls_ca_file {settings.tls_ca_file}: no such file") from None
+    except ssl.SSLError as exc:
+        raise ConfigError(
+            f"tls_ca_file {settings.tls_ca_file} is not a PEM bundle of CA certificates ({exc})"
+        ) from None
+    if settings.tls_cert_file:
+        try:
+            context.load_cert_chain(
+                settings.tls_cert_file, settings.tls_key_file, password=_no_passphrase
+            )
+        except FileNotFoundError as exc:
+            raise ConfigError(f"{exc.filename or 'tls_cert_file'}: no such file") from None
+        except _Passphrase:
+            raise ConfigError(
+                f"tls_key_file {settings.tls_key_file} is protected by a passphrase, and the "
+                f"worker cannot type one: give it the key without (openssl pkey -in KEY -out NEW)"
+            ) from None
+        except ssl.SSLError as exc:
+            raise ConfigError(
+                f"tls_cert_file {settings.tls_cert_file} and tls_key_file "
+                f"{settings.tls_key_file} are not a PEM certificate and its key ({exc.reason})"
+            ) from None
+    if not settings.tls_verify:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+        log.warning(
+            "tls_verify is false: the broker's certificate is NOT checked, so anyone on the "
+            "path can pose as the broker; never run like this in production"
+        )
+    return context
+
+
+class _Passphrase(Exception):
+    pass
+
+
+def _no_passphrase() -> str:
+    raise _Passphrase
+
+
 def _refusal(exc: BaseException, settings: WorkerSettings) -> BrokerRefused | None:
     """A clear error if ``exc`` means the broker refused us for good, else None."""
     url = settings.safe_url
-    auth = (aiormq.exceptions.AuthenticationError, aiormq.exceptions.ProbableAuthenticationError)
-    if isinstance(exc, auth):
+    tls = _tls_failure(exc)
+    if tls is not None and tls[0]:
+        why = tls[1]
+        if "hostname" in why.lower() or "ip address mismatch" in why.lower():
+            return BrokerRefused(
+                f"the certificate of the broker at {url} is not for the name connected to "
+                f"({why}): connect by a name it carries, or set tls_server_name"
+            )
+        return BrokerRefused(
+            f"the certificate of the broker at {url} is not trusted ({why}): set tls_ca_file "
+            f"to the CA that signed it"
+        )
+    if tls is not None:
+        return BrokerRefused(
+            f"TLS with the broker at {url} failed ({tls[1]}): check the client certificate "
+            f"(tls_cert_file, tls_key_file) and that the broker takes TLS there"
+        )
+    if isinstance(exc, _AUTH):
         return BrokerRefused(
             f"the broker at {url} refused the login: check the user name and password ({exc})"
         )
@@ -150,10 +257,14 @@ async def connect(settings: WorkerSettings, role: str) -> AbstractRobustConnecti
         before_sleep=log_attempt,
         reraise=True,
     )
-    addresses = [
-        URL(address).update_query(heartbeat=settings.heartbeat_s, reconnect_interval=1.0)
-        for address in settings.amqp_urls
-    ]
+    query: dict[str, str | int | float] = {
+        "heartbeat": settings.heartbeat_s,
+        "reconnect_interval": 1.0,
+    }
+    if settings.auth_mechanism == "external":
+        query["auth"] = "EXTERNAL"
+    addresses = [URL(address).update_query(query) for address in settings.amqp_urls]
+    context = tls_context(settings)
     try:
         async for attempt in retrying:
             with attempt:
@@ -161,9 +272,20 @@ async def connect(settings: WorkerSettings, role: str) -> AbstractRobustConnecti
                     addresses[0],
                     addresses=addresses,
                     shown=settings.safe_url,
+                    ssl_context=context,
                     client_properties={"connection_name": name},
                 )
-                await connection.connect(timeout=settings.connect_timeout_s)
+                if settings.tls_server_name:  # passed on to asyncio.open_connection
+                    connection.kwargs["server_hostname"] = settings.tls_server_name
+                try:
+                    # Bounded as a whole: a broker that closes right after the transport is up
+                    # (a TLS alert, say) sends aio-pika's robust connection round for ever.
+                    async with asyncio.timeout(settings.connect_timeout_s * 2):
+                        await connection.connect(timeout=settings.connect_timeout_s)
+                except TimeoutError:
+                    with contextlib.suppress(Exception):
+                        await connection.close()
+                    raise connection.closed_by or TimeoutError() from None
                 return connection
     except (aiormq.exceptions.AMQPError, OSError, TimeoutError) as exc:
         refused = _refusal(exc, settings)
