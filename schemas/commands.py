@@ -129,3 +129,5 @@ class SubsystemReply(Message, frozen=True, kw_only=True):
     outcome: ReplyOutcome
     detail: Detail = ""
     change: Change | None = None
+    #: The action id was applied before: this is that first reply again, and nothing was done.
+    repeat: bool = False

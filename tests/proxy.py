@@ -16,6 +16,7 @@ class SilencingProxy:
         self._server: asyncio.Server | None = None
         self._pumps: set[asyncio.Task[None]] = set()
         self._refusing = False
+        self._writers: set[asyncio.StreamWriter] = set()
         self.accepted = 0
         self.port = 0
 
@@ -32,6 +33,13 @@ class SilencingProxy:
         """The broker is gone: every connection so far goes quiet, new ones are refused."""
         self._silenced.update(range(self.accepted))
         self._refusing = True
+
+    def cut(self) -> None:
+        """The broker went away: every connection is closed, new ones are refused."""
+        self._refusing = True
+        for writer in self._writers:
+            writer.close()
+        self._writers.clear()
 
     def restore(self) -> None:
         """New connections get through again."""
@@ -55,6 +63,7 @@ class SilencingProxy:
         except OSError:
             writer.close()
             return
+        self._writers.update((writer, up_writer))
         for source, sink in ((reader, up_writer), (up_reader, writer)):
             pump = asyncio.create_task(self._pump(number, source, sink))
             self._pumps.add(pump)

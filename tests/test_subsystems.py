@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
 from datetime import UTC, datetime, timedelta
 
@@ -149,7 +150,9 @@ async def test_the_same_command_twice_is_applied_once_and_answered_alike(
 
     answers = await broker.drain(replies.name, expect=2)
     decoded = [decode_reply(m.body) for m in answers]
-    assert decoded[0] == decoded[1]
+    # The first reply again, saying it is a repeat: whoever sent it did nothing this time.
+    assert decoded[1] == msgspec.structs.replace(decoded[0], repeat=True)
+    assert not decoded[0].repeat
     assert decoded[0].outcome is ReplyOutcome.SUCCESS
     assert cycle._detector_config.latency_p95_threshold_ms == pytest.approx(300.0)  # once
     assert server.applied == 1
@@ -225,3 +228,31 @@ async def test_a_change_made_after_the_timeout_is_logged_as_a_late_reply(
     [late] = [r for r in caplog.records if "late reply" in r.getMessage()]
     assert late.levelname == "WARNING"
     assert "SUCCESS shed, eventually" in late.getMessage()
+
+
+async def test_an_action_the_subsystem_applied_before_is_recorded_alike_and_not_applied(
+    broker: Broker,
+    serve: ServerStarter,
+    start_worker: WorkerStarter,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # Another worker dispatched it an instant before losing the plan, and its record never
+    # reached the state log: this one gets the first answer, and nothing is applied again.
+    caplog.set_level(logging.INFO, logger="worker.remote")
+    cycle = SimulatedCycle()
+    server = await serve(seed_subsystems(cycle))
+    results = await broker.results_queue()
+    first = await start_worker(optimiser=OptimiserConfig(cool_down_s=0))
+    await broker.publish_plan(plan_of("REDUCE_LOAD", plan_id="twice"))
+    [original] = await broker.records(results.name, expect=1)
+    await first.shutdown()
+    # A worker that does not know the record: one that remembers nothing.
+    await start_worker(optimiser=OptimiserConfig(cool_down_s=0), dedup_window_s=0)
+    await broker.publish_plan(plan_of("REDUCE_LOAD", plan_id="twice"))
+    [again] = await broker.records(results.name, expect=1)
+
+    # The one fact the first worker may never have published: the same outcome, not a replay.
+    assert (original.replay, again.replay) == (False, False)
+    assert (again.status, again.detail) == (original.status, original.detail)
+    assert server.applied == 1
+    assert any("had applied action" in r.getMessage() for r in caplog.records)

@@ -17,7 +17,7 @@ from schemas import ActionKind
 from schemas.control import ControlCommand, ControlMessage
 from worker.clock import SystemClock
 from worker.config import WorkerSettings
-from worker.connection import connect
+from worker.connection import one_shot
 from worker.control import ControlFollower, follow_control, send_control
 from worker.errors import OptimiserError
 from worker.guards import BreakerView
@@ -38,8 +38,7 @@ async def read_breakers(settings: WorkerSettings) -> list[BreakerView]:
     memory = RecordMemory(window_s=window_s, limit=settings.remember_limit, clock=clock)
     state = StateFollower(memory, optimiser, names, clock=clock)
     control = ControlFollower(names, optimiser)
-    connection = await connect(settings, "breakers-cli")
-    try:
+    async with one_shot(settings, "breakers-cli") as connection:
         try:
             end = await last_offset(connection, names.results_log)
             await state.follow(connection, offset=clock.now() - timedelta(seconds=window_s))
@@ -54,8 +53,6 @@ async def read_breakers(settings: WorkerSettings) -> list[BreakerView]:
         await state.close()
         await control.close()
         return optimiser.breakers()
-    finally:
-        await connection.close()
 
 
 async def reset_breaker(

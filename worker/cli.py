@@ -31,7 +31,7 @@ from worker.definitions import ROLES, definitions, passwords_from_env
 from worker.demo import run_demo
 from worker.errors import ConfigError, OptimiserError
 from worker.live_demo import run_live_demo
-from worker.logs import Quieter
+from worker.logs import LIBRARIES, Quieter
 from worker.operator import (
     PlanRejected,
     publish_plan,
@@ -527,7 +527,13 @@ def _tail(args: argparse.Namespace) -> int:
     settings = _tool_settings(args.config)
     asyncio.run(
         tail_records(
-            settings, kind=args.kind, status=args.status, module=args.module, as_json=args.json
+            settings,
+            kind=args.kind,
+            status=args.status,
+            module=args.module,
+            as_json=args.json,
+            # Line by line into a pipe too (`tail | grep`), as it comes.
+            out=lambda line: print(line, flush=True),
         )
     )
     return 0
@@ -579,6 +585,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     handler.setFormatter(formatter)
     handler.addFilter(Quieter())
     logging.basicConfig(level=args.log_level, handlers=[handler])
+    if args.command != "run" and args.log_level != "DEBUG":
+        # A person's command says itself what became of the broker: one sentence, or tail's
+        # two lines. The libraries' own account of it is for --log-level DEBUG.
+        for name in LIBRARIES:
+            logging.getLogger(name).setLevel(logging.CRITICAL)
     try:
         if args.command == "schema":
             names = [args.name] if args.name else list(MESSAGES)

@@ -88,6 +88,12 @@ class WorkerSettings:
         "slower than this, it enacts nothing (the plan may be another worker's now) and tries "
         "again while the delivery is still its own.",
     )
+    takeover_wait_s: float = setting(
+        5.0,
+        "A redelivered plan is enacted no sooner than this after it arrived, and after a "
+        "second fence: time for the records of the worker that lost it (in flight when its "
+        "node failed) to reach the state log, so its actions are replayed, not enacted again.",
+    )
     outage_wait_s: float = setting(
         300.0,
         "An action in hand whose publish (a review item) finds the broker gone waits this "
@@ -154,6 +160,8 @@ class WorkerSettings:
             raise ConfigError("max_plan_bytes must be >= 1")
         if self.delivery_limit < 1 or self.remember_limit < 1:
             raise ConfigError("delivery_limit and remember_limit must be >= 1")
+        if not 0 <= self.takeover_wait_s < float("inf"):
+            raise ConfigError("takeover_wait_s must be >= 0 seconds")
         for name in ("state_timeout_s", "fence_timeout_s", "outage_wait_s"):
             if not 0 < getattr(self, name) < float("inf"):
                 raise ConfigError(f"{name} must be a positive number of seconds")

@@ -14,7 +14,7 @@ import logging
 import random
 import re
 import ssl
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any, Final
 
 import aiormq
@@ -44,6 +44,10 @@ class BrokerRefused(OptimiserError):
     """The broker refused us (credentials, vhost, permissions): retrying will not help."""
 
 
+class BrokerLost(OptimiserError):
+    """The broker went away while a one-shot command was using it."""
+
+
 #: The step of aio-pika's reconnect loop that opens the transport (a name-mangled method of
 #: RobustConnection; tests/test_connection.py fails if a new aio-pika moves it).
 _CONNECT_STEP: Final = "_RobustConnection__connect_transport"
@@ -65,8 +69,17 @@ class ClusterConnection(RobustConnection):
     round and backs off before aio-pika's loop tries again.
     """
 
-    def __init__(self, url: URL, *, addresses: Sequence[URL], shown: str, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        url: URL,
+        *,
+        addresses: Sequence[URL],
+        shown: str,
+        rounds_level: int = logging.WARNING,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(url, **kwargs)
+        self._rounds_level = rounds_level
         self._addresses = list(addresses)
         self._index = 0
         self._shown = shown
@@ -100,7 +113,8 @@ class ClusterConnection(RobustConnection):
         self._failed_rounds += 1
         if self.connection_attempt:  # reconnecting: the first connect is retried by connect()
             wait = backoff_s(self._failed_rounds)
-            log.warning(
+            log.log(
+                self._rounds_level,
                 "no broker answered at %s (%s); trying again in %.1fs",
                 self._shown, _describe(last), wait,
             )  # fmt: skip
@@ -233,7 +247,9 @@ def _refusal(exc: BaseException, settings: WorkerSettings) -> BrokerRefused | No
     return None
 
 
-async def connect(settings: WorkerSettings, role: str) -> AbstractRobustConnection:
+async def connect(
+    settings: WorkerSettings, role: str, *, rounds_level: int = logging.WARNING
+) -> AbstractRobustConnection:
     """A robust connection named ``self-optimiser <namespace> <role>`` (shown in rabbitmqctl).
 
     Retries with exponential backoff for ``connect_retry_s`` while the broker is unreachable,
@@ -272,6 +288,7 @@ async def connect(settings: WorkerSettings, role: str) -> AbstractRobustConnecti
                     addresses[0],
                     addresses=addresses,
                     shown=settings.safe_url,
+                    rounds_level=rounds_level,
                     ssl_context=context,
                     client_properties={"connection_name": name},
                 )
@@ -297,3 +314,38 @@ async def connect(settings: WorkerSettings, role: str) -> AbstractRobustConnecti
             f"OPTIMISER_AMQP_URL right?"
         ) from None
     raise AssertionError("unreachable: tenacity either returns or raises")  # pragma: no cover
+
+
+@contextlib.asynccontextmanager
+async def one_shot(settings: WorkerSettings, role: str) -> AsyncIterator[AbstractRobustConnection]:
+    """A connection for a command that does one thing and exits (``status``, ``publish``).
+
+    If the broker goes away while the command uses it, the command stops at once with
+    ``BrokerLost`` (one sentence for the person who ran it) instead of waiting for a reconnect
+    behind the libraries' chatter.
+    """
+    connection = await connect(settings, role)
+    task = asyncio.current_task()
+    lost: list[BaseException] = []
+
+    def on_close(_sender: object, exc: BaseException | None = None) -> None:
+        if not lost:
+            lost.append(exc or ConnectionError("connection closed"))
+            if task is not None:
+                task.cancel()
+
+    connection.close_callbacks.add(on_close)
+    try:
+        yield connection
+    except BaseException as exc:
+        if not lost:
+            raise
+        if isinstance(exc, asyncio.CancelledError) and task is not None:
+            task.uncancel()
+        raise BrokerLost(f"lost the broker at {settings.safe_url} ({_describe(lost[0])})") from None
+    finally:
+        with contextlib.suppress(RuntimeError):  # frozen while aio-pika closes it
+            connection.close_callbacks.discard(on_close)
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(settings.connect_timeout_s):
+                await connection.close()

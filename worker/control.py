@@ -25,7 +25,7 @@ from schemas import ActionKind, encode
 from schemas.codec import JSON
 from schemas.control import ControlCommand, ControlMessage, decode_control
 from worker.config import WorkerSettings
-from worker.connection import connect
+from worker.connection import one_shot
 from worker.errors import OptimiserError
 from worker.optimiser import AsyncSelfOptimiser
 from worker.publisher import PERSISTENT, publish_once
@@ -150,8 +150,7 @@ async def send_control(
         msgspec.json.decode(encode(control), type=ControlMessage)  # the same checks as readers
     except msgspec.ValidationError as exc:
         raise OptimiserError(f"the {command.value} message is not valid: {exc}") from None
-    connection = await connect(settings, f"{command.value}-cli")
-    try:
+    async with one_shot(settings, f"{command.value}-cli") as connection:
         channel = await connection.channel(publisher_confirms=True)
         await publish_once(
             channel,
@@ -167,22 +166,17 @@ async def send_control(
             if_unconfirmed=f"run `self-optimiser status` to see whether the {command.value} "
             f"took effect, and try again",
         )
-    finally:
-        await connection.close()
     return control
 
 
 async def read_control(settings: WorkerSettings) -> ControlMessage | None:
     """The last pause or resume of the namespace (None if there never was one)."""
     names = Names(settings.namespace)
-    connection = await connect(settings, "status-cli")
-    try:
+    async with one_shot(settings, "status-cli") as connection:
         follower = ControlFollower(names)
         await follow_control(connection, follower, settings.state_timeout_s)
         await follower.close()
         return follower.current
-    finally:
-        await connection.close()
 
 
 async def follow_control(

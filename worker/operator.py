@@ -21,7 +21,7 @@ from schemas import EnactmentRecord, Plan, decode_plan, decode_record, encode
 from schemas.codec import JSON
 from schemas.control import ControlCommand
 from worker.config import WorkerSettings
-from worker.connection import connect
+from worker.connection import BrokerLost, connect, one_shot
 from worker.control import describe, read_control
 from worker.errors import OptimiserError
 from worker.publisher import PERSISTENT, publish_once
@@ -80,6 +80,11 @@ def format_record(record: EnactmentRecord, module_width: int = MODULE_WIDTH) -> 
     )
 
 
+_UNSURE: Final = (
+    "the plan may or may not be queued: check with `self-optimiser tail` before publishing it again"
+)
+
+
 async def publish_plan(
     settings: WorkerSettings,
     plan: Plan,
@@ -90,39 +95,48 @@ async def publish_plan(
 ) -> bool:
     """Publish ``plan``; with ``wait_s``, print its records as they land. True if all came."""
     names = Names(settings.namespace)
-    connection = await connect(settings, "publish-cli")
+    published = False
     try:
-        channel = await connection.channel(publisher_confirms=True)
-        records = None
-        if wait_s is not None:
-            # Bound before publishing, so no record can slip past.
-            records = await _follow_queue(channel, names)
-            await records.bind(names.results_exchange, "#")
-        await publish_once(
-            channel,
-            names.plans_exchange,
-            aio_pika.Message(
-                body, content_type=JSON, delivery_mode=PERSISTENT, message_id=plan.plan_id
-            ),
-            namespace=names.namespace,
-            timeout_s=settings.publish_timeout_s,
-            if_unconfirmed="the plan may or may not be queued: check with `self-optimiser tail` "
-            "before publishing it again",
-        )
-        out(
-            f"published plan {plan.plan_id} ({plural(len(plan.actions), 'action')}) to "
-            f"{names.plans_exchange}"
-        )
-        if records is None:
-            return True
-        out(
-            f"waiting up to {wait_s:g}s for {plural(len(plan.actions), 'record')} "
-            f"(Ctrl-C stops waiting)"
-        )
-        out(record_header(_width(plan)))
-        return await _await_records(records, plan, names, wait_s or 0.0, out)
-    finally:
-        await connection.close()
+        async with one_shot(settings, "publish-cli") as connection:
+            channel = await connection.channel(publisher_confirms=True)
+            records = None
+            if wait_s is not None:
+                # Bound before publishing, so no record can slip past.
+                records = await _follow_queue(channel, names)
+                await records.bind(names.results_exchange, "#")
+            await publish_once(
+                channel,
+                names.plans_exchange,
+                aio_pika.Message(
+                    body, content_type=JSON, delivery_mode=PERSISTENT, message_id=plan.plan_id
+                ),
+                namespace=names.namespace,
+                timeout_s=settings.publish_timeout_s,
+                if_unconfirmed=_UNSURE,
+            )
+            published = True
+            out(
+                f"published plan {plan.plan_id} ({plural(len(plan.actions), 'action')}) to "
+                f"{names.plans_exchange}"
+            )
+            if records is None:
+                return True
+            out(
+                f"waiting up to {wait_s:g}s for {plural(len(plan.actions), 'record')} "
+                f"(Ctrl-C stops waiting)"
+            )
+            out(record_header(_width(plan)))
+            return await _await_records(records, plan, names, wait_s or 0.0, out)
+    except BrokerLost as lost:
+        raise BrokerLost(
+            f"{lost}: "
+            + (
+                f"plan {plan.plan_id} was published (the broker confirmed it); `self-optimiser "
+                f"tail` shows its records"
+                if published
+                else _UNSURE
+            )
+        ) from None
 
 
 async def _await_records(
@@ -173,12 +187,38 @@ async def tail_records(
     module: str | None,
     as_json: bool,
     out: Callable[[str], None] = print,
+    say: Callable[[str], None] = lambda line: print(line, file=sys.stderr),
     stop: asyncio.Event | None = None,
 ) -> None:
-    """Follow ``N.results`` through a temporary queue bound to the matching routing keys."""
+    """Follow ``N.results`` through a temporary queue bound to the matching routing keys.
+
+    The queue goes with the connection: when the broker goes away ``say`` tells, once, and
+    once more when it is back, naming the span whose records were missed.
+    """
     names = Names(settings.namespace)
     pattern = f"{kind or '*'}.{status or '*'}.{module or '#'}"
-    connection = await connect(settings, "tail-cli")
+    connection = await connect(settings, "tail-cli", rounds_level=logging.DEBUG)
+    lost_at: list[datetime] = []
+
+    def on_lost(_sender: object, exc: BaseException | None = None) -> None:
+        if exc is None or lost_at:  # closed by us, or already said
+            return
+        lost_at.append(datetime.now(UTC))
+        say(
+            f"lost the broker at {settings.safe_url} ({type(exc).__name__}); records published "
+            f"until it is back are missed"
+        )
+
+    def on_back(_sender: object) -> None:
+        if lost_at:
+            since = lost_at.pop()
+            say(
+                f"the broker at {settings.safe_url} is back after {_seconds(since)}: records "
+                f"published between {_utc(since)} and {_utc(datetime.now(UTC))} were missed"
+            )
+
+    connection.close_callbacks.add(on_lost)
+    connection.reconnect_callbacks.add(on_back)
     try:
         channel = await connection.channel()
         queue = await _follow_queue(channel, names)
@@ -203,7 +243,16 @@ async def tail_records(
         await queue.consume(show)
         await stop.wait()
     finally:
+        connection.close_callbacks.discard(on_lost)
         await connection.close()
+
+
+def _utc(moment: datetime) -> str:
+    return moment.strftime("%H:%M:%SZ")
+
+
+def _seconds(since: datetime) -> str:
+    return f"{(datetime.now(UTC) - since).total_seconds():.0f}s"
 
 
 async def show_status(
@@ -215,11 +264,8 @@ async def show_status(
     names = Names(settings.namespace)
     control = await read_control(settings)
     breakers = await read_breakers(settings)
-    connection = await connect(settings, "status-cli")
-    try:
+    async with one_shot(settings, "status-cli") as connection:
         states = await queue_states(connection, names.watched)
-    finally:
-        await connection.close()
     if as_json:
         report = {
             "namespace": names.namespace,
@@ -271,7 +317,10 @@ async def work_review(
 ) -> bool:
     """``review list|show|ack|requeue``; False when the item asked for is not pending."""
     names = Names(settings.namespace)
-    async with ReviewDesk(settings, progress) as desk:
+    async with (
+        one_shot(settings, "review-cli") as connection,
+        ReviewDesk(connection, settings, progress) as desk,
+    ):
         items = await desk.items()
         now = datetime.now(UTC)
         if verb == "list":

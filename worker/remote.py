@@ -145,6 +145,11 @@ class RemoteSubsystems:
                 f"{owner} answered for action {answer.action_id!r}, not {action_id!r}"
             )
         if answer.outcome is ReplyOutcome.SUCCESS:
+            if answer.repeat:
+                log.info(
+                    "%s had applied action %s before (for a worker that lost its plan): its "
+                    "first answer, nothing applied again", owner, action_id,
+                )  # fmt: skip
             return SubsystemResult(True, answer.detail, answer.change)
         if answer.outcome is ReplyOutcome.REJECTED:
             return SubsystemResult(False, f"{owner} rejected it: {answer.detail}")

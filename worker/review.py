@@ -24,7 +24,6 @@ from aio_pika.abc import (
 from schemas import ImprovementAction, decode_action, encode
 from schemas.codec import JSON
 from worker.config import WorkerSettings
-from worker.connection import connect
 from worker.errors import OptimiserError
 from worker.publisher import PERSISTENT, Publisher
 from worker.topology import Names, queue_states
@@ -48,14 +47,21 @@ class AmqpReviewSink:
         self._patience_s = patience_s  # how long an item waits out a broker outage
 
     async def submit(self, action: ImprovementAction, *, plan_id: str) -> None:
+        flagged_at = datetime.now(UTC)
         message = aio_pika.Message(
             encode(action),
             content_type=JSON,
             delivery_mode=PERSISTENT,
             message_id=action.action_id,
             type="improvement_action",
-            timestamp=datetime.now(UTC),
-            headers={"plan_id": plan_id, "module_name": action.module_name},
+            timestamp=flagged_at,
+            # To the microsecond (the AMQP timestamp has whole seconds): a copy re-sent after a
+            # lost confirm carries the same, a second enactment would not.
+            headers={
+                "plan_id": plan_id,
+                "module_name": action.module_name,
+                "flagged_at": flagged_at.isoformat(),
+            },
         )
         # Retried when unconfirmed: the item's message_id is its action_id, so a reader drops
         # a repeat. A missing queue is not transient.
@@ -103,31 +109,30 @@ class ReviewDesk:
     """Takes every pending item off ``N.review`` without acking, so they can be looked at;
     whatever is not acked goes back to the queue, in its order, when the desk closes."""
 
-    def __init__(self, settings: WorkerSettings, progress: Callable[[str], None]) -> None:
+    def __init__(
+        self,
+        connection: AbstractRobustConnection,
+        settings: WorkerSettings,
+        progress: Callable[[str], None],
+    ) -> None:
         self._settings = settings
         self._names = Names(settings.namespace)
         self._progress = progress
-        self._connection: AbstractRobustConnection | None = None
+        self._connection = connection
         self._taken: list[AbstractIncomingMessage] = []
         self._settled: set[int | None] = set()
 
     async def __aenter__(self) -> ReviewDesk:
-        self._connection = await connect(self._settings, "review-cli")
         return self
 
     async def __aexit__(self, *_: object) -> None:
-        try:
-            # Nacked one by one, in delivery order, so the queue keeps its order.
-            for message in self._taken:
-                if message.delivery_tag not in self._settled:
-                    await message.nack(requeue=True)
-        finally:
-            if self._connection is not None:
-                await self._connection.close()
+        # Nacked one by one, in delivery order, so the queue keeps its order.
+        for message in self._taken:
+            if message.delivery_tag not in self._settled:
+                await message.nack(requeue=True)
 
     async def items(self) -> list[ReviewItem]:
         """Every pending item, oldest first, one per ``action_id``."""
-        assert self._connection is not None, "use ReviewDesk in `async with`"
         queue_name = self._names.review_queue
         pending = (await queue_states(self._connection, {"review": queue_name}))["review"]
         if pending is None:

@@ -222,6 +222,7 @@ class Worker:
             invalid=await publish_channel.get_exchange(self.names.invalid_exchange),
             catch_up=catch_up,
             state=follower,
+            followers=[follower, control],
         )
 
         consumer_tag = await topology.plans.consume(self._track(handler.handle))
@@ -291,7 +292,14 @@ class Worker:
             except (StreamUnavailable, aio_pika.exceptions.AMQPError, RuntimeError) as exc:
                 for follower in followers:
                     await follower.close()
-                self._state = f"not consuming: guardrail state not restored ({exc})"
+                why = str(exc)
+                if "does not have a replica on the local node" in why:
+                    why += (
+                        "; connect this worker to a node that holds a replica (`rabbitmqctl "
+                        "list_queues name members`), or add one there (`rabbitmq-streams "
+                        "add_replica`)"
+                    )
+                self._state = f"not consuming: guardrail state not restored ({why})"
                 log.error("%s; retrying in %.0fs", self._state, delay)
             await _unless_stopped(asyncio.sleep(delay), stop)
             delay = min(delay * 2, 30.0)
@@ -358,10 +366,12 @@ class _PlanHandler:
         invalid: AbstractExchange,
         catch_up: Callable[[], Awaitable[None]],
         state: StateFollower,
+        followers: list[StreamFollower],
     ) -> None:
         self._worker = worker
         self._step = step
         self._catch_up = catch_up
+        self._followers = followers
         self._state = state
         self._invalid = invalid
         self._publisher = publisher
@@ -372,19 +382,23 @@ class _PlanHandler:
 
     async def handle(self, message: AbstractIncomingMessage) -> None:
         started = time.perf_counter()
+        arrived = time.monotonic()
         try:
             plan = self._read(message)
         except _Unreadable as unreadable:
             await self._park(message, unreadable.kind, unreadable.reason)
             return
         async with self._worker.turn:
+            if message.redelivered:
+                count = (message.headers or {}).get("x-delivery-count", "?")
+                log.info("plan %s redelivered (delivery count %s)", plan.plan_id, count)
+                # The worker that had it may have enacted part of it, its records still in
+                # flight (its node failed under them); they are resent once it reconnects.
+                await asyncio.sleep(arrived + self._settings.takeover_wait_s - time.monotonic())
             if self._worker.stopping:
                 await _settle(message, requeue=True)
                 self._metrics.plans_consumed.labels("requeued").inc()
                 return
-            if message.redelivered:
-                count = (message.headers or {}).get("x-delivery-count", "?")
-                log.info("plan %s redelivered (delivery count %s)", plan.plan_id, count)
             if not await self._fence(plan.plan_id, message):
                 return
             records = await self._step.run(plan, owned=lambda: _owned(message))
@@ -433,8 +447,9 @@ class _PlanHandler:
                     return False
                 log.warning(
                     "plan %s: the state streams were not read up to now (%s); not enacting it "
-                    "yet, trying again in %.1fs", plan_id, exc, delay,
+                    "yet, reading them again and trying again in %.1fs", plan_id, exc, delay,
                 )  # fmt: skip
+                await self._reconsume()
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, RETRY_MAX_S)
                 continue
@@ -448,6 +463,13 @@ class _PlanHandler:
                 )  # fmt: skip
                 await self._publish_until_confirmed(plan_id, lost)
             return True
+
+    async def _reconsume(self) -> None:
+        for follower in self._followers:
+            try:
+                await follower.reconsume()
+            except (aio_pika.exceptions.AMQPError, RuntimeError, ConnectionError) as exc:
+                log.warning("could not consume %s again: %s", follower.stream, exc)
 
     def _read(self, message: AbstractIncomingMessage) -> Plan:
         limit = self._settings.max_plan_bytes

@@ -112,6 +112,23 @@ class StreamFollower:
             log.warning("the broker cancelled the consumer of %s; consuming it again", self.stream)
             self._start_resuming()
 
+    async def reconsume(self) -> None:
+        """Consume again from the message after the last one read, on the same channel.
+
+        For a consumer the broker left stalled without cancelling it: seen on a three-node
+        cluster when the stream's leader stopped and came back, after which the replica's
+        consumer delivered nothing more. Reading a message twice is harmless (``take`` knows
+        what it has seen).
+        """
+        channel = self._channel
+        if channel is None:
+            return
+        underlay = await channel.get_underlay_channel()
+        if self._tag is not None:
+            with contextlib.suppress(aiormq.exceptions.AMQPError, RuntimeError):
+                await underlay.basic_cancel(self._tag)
+        await self._consume(channel)
+
     @property
     def healthy(self) -> bool:
         """Whether the stream is being read now: consuming, on an open channel, and not

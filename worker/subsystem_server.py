@@ -209,7 +209,7 @@ class SubsystemServer:
         earlier = self._replies.get(command.action_id)
         if earlier is not None:  # a repeat: the first reply, nothing applied
             self._replies.move_to_end(command.action_id)
-            return await asyncio.shield(earlier)
+            return msgspec.structs.replace(await asyncio.shield(earlier), repeat=True)
         answer: asyncio.Future[SubsystemReply] = asyncio.get_running_loop().create_future()
         self._replies[command.action_id] = answer
         while len(self._replies) > self._remember:
