@@ -20,13 +20,15 @@ MAX_ACTIONS_PER_PLAN: Final = 1000
 #: Longest ``detail`` a record carries; longer texts (an exception message) are cut to fit.
 MAX_DETAIL_LENGTH: Final = 2000
 
+# Patterns end in `$(?!\n)`: Python's `$` (msgspec uses `re.search`) also matches before a
+# final newline, so `"a1\n"` would pass; ECMA's (JSON Schema's) `$` matches at the end only.
 # Ids travel as AMQP `message_id`s and in logs: printable ASCII, no spaces, bounded.
 Identifier = Annotated[
     str,
     Meta(
         min_length=1,
         max_length=128,
-        pattern=r"^[!-~]+$",
+        pattern=r"^[!-~]+$(?!\n)",
         description="Printable ASCII without spaces, 1 to 128 characters.",
     ),
 ]
@@ -36,13 +38,29 @@ ModuleName = Annotated[
     Meta(
         min_length=1,
         max_length=128,
-        pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.:/-]*$",
+        pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.:/-]*$(?!\n)",
         description="A module's name: letters, digits and _ . : / -, 1 to 128 characters.",
         examples=["cognition.detector"],
     ),
 ]
-ParameterName = Annotated[str, Meta(min_length=1, max_length=64)]
-ParameterValue = Annotated[str, Meta(max_length=1024)]
+ParameterName = Annotated[
+    str,
+    Meta(
+        min_length=1,
+        max_length=64,
+        pattern=r"^[A-Za-z_][A-Za-z0-9_.-]*$(?!\n)",
+        description="Letters, digits and _ . -, starting with a letter or _.",
+    ),
+]
+# Values reach subsystems (a target version) and people: no control characters (C0, DEL, C1).
+ParameterValue = Annotated[
+    str,
+    Meta(
+        max_length=1024,
+        pattern=r"^[^\x00-\x1f\x7f-\x9f]*$(?!\n)",
+        description="Any text without control characters.",
+    ),
+]
 Parameters = Annotated[
     dict[ParameterName, ParameterValue],
     Meta(max_length=32, description="Free-form string parameters, read by the action's kind."),
@@ -93,8 +111,13 @@ class Message(msgspec.Struct, frozen=True, kw_only=True):
     """
 
 
-class ImprovementAction(Message, frozen=True, kw_only=True):
-    """One change the planner proposes. ``action_id`` is its idempotency key."""
+class ImprovementAction(Message, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """One change the planner proposes. ``action_id`` is its idempotency key.
+
+    Unlike a plan, an action refuses fields it does not know: a misspelled ``paramters`` would
+    otherwise enact the kind's defaults. New fields of a plan stay welcome (forward
+    compatibility lives there).
+    """
 
     action_id: Identifier
     module_name: ModuleName

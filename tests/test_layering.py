@@ -23,6 +23,7 @@ CORE = [
     "worker.ports",
     "worker.inprocess",
     "worker.metrics",
+    "worker.text",
 ]
 AMQP = ("aio_pika", "aiormq", "pamqp")
 

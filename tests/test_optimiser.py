@@ -77,8 +77,29 @@ async def test_system_clock_records_are_near_now() -> None:
     [
         (K.TUNE_THRESHOLD, {"suggested_delta": "abc"}, "suggested_delta='abc' is not a number"),
         (K.TUNE_THRESHOLD, {"suggested_delta": ""}, "suggested_delta='' is not a number"),
-        (K.TUNE_THRESHOLD, {"suggested_delta": "nan"}, "'nan' is not a finite number"),
-        (K.TUNE_THRESHOLD, {"suggested_delta": "-inf"}, "'-inf' is not a finite number"),
+        (K.TUNE_THRESHOLD, {"suggested_delta": "nan"}, "'nan' is not a number"),
+        (K.TUNE_THRESHOLD, {"suggested_delta": "-inf"}, "'-inf' is not a number"),
+        (K.TUNE_THRESHOLD, {"suggested_delta": "1e400"}, "'1e400' is not a finite number"),
+        # Python's float() takes each of these; JSON's number grammar takes none.
+        (K.TUNE_THRESHOLD, {"suggested_delta": "0.0_5"}, "'0.0_5' is not a number"),
+        (K.TUNE_THRESHOLD, {"suggested_delta": "\u0661.\u0665"}, "is not a number"),
+        (K.TUNE_THRESHOLD, {"suggested_delta": "\uff12"}, "is not a number"),
+        (K.TUNE_THRESHOLD, {"suggested_delta": " 0.2\n"}, "is not a number"),
+        (K.TUNE_THRESHOLD, {"suggested_delta": "+0.2"}, "is not a number"),
+        (K.TUNE_THRESHOLD, {"suggested_delta": ".2"}, "is not a number"),
+        # A misspelled name is no default: the action fails, naming what the kind reads.
+        (
+            K.INCREASE_BUDGET,
+            {"budget_factr": "1.1"},
+            "unknown parameter 'budget_factr' for INCREASE_BUDGET (it reads: budget_factor)",
+        ),
+        (
+            K.REDUCE_LOAD,
+            {"level": "high"},
+            "unknown parameter 'level' for REDUCE_LOAD (it reads: none)",
+        ),
+        (K.HOT_SWAP_MODULE, {"target_version": "v2\x1b[2J"}, "holds a control character"),
+        (K.HOT_SWAP_MODULE, {"artifact_ref": "s3://x\n"}, "holds a control character"),
         (
             K.TUNE_THRESHOLD,
             {"suggested_delta": "5"},
@@ -92,7 +113,7 @@ async def test_system_clock_records_are_near_now() -> None:
         ),
         (K.INCREASE_BUDGET, {"budget_factor": "0.5"}, "budget_factor='0.5' is out of range [1, 4]"),
         (K.INCREASE_BUDGET, {"budget_factor": "1,5"}, "budget_factor='1,5' is not a number"),
-        (K.HOT_SWAP_MODULE, {"target_version": " "}, "target_version='' must be 1 to 128"),
+        (K.HOT_SWAP_MODULE, {"target_version": " "}, "target_version=' ' must be 1 to 128"),
         (K.HOT_SWAP_MODULE, {"target_version": "v" * 129}, "must be 1 to 128 characters"),
     ],
 )

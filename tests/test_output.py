@@ -13,7 +13,7 @@ import msgspec
 
 from schemas import ActionKind, EnactmentRecord, EnactmentStatus, ImprovementAction
 from worker.logs import Quieter
-from worker.operator import _list_review, format_record, plural, record_header
+from worker.operator import _list_review, _review_detail, format_record, plural, record_header
 from worker.review import ReviewItem
 
 NOW = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
@@ -128,3 +128,25 @@ def test_library_chatter_is_thinned_to_one_line_a_minute_without_traceback() -> 
     again = record("aio_pika.robust_connection", reconnect)
     assert quieter.filter(again)
     assert again.exc_info is None  # no traceback for an expected disconnect
+
+
+def test_control_characters_from_the_wire_never_reach_the_terminal() -> None:
+    hostile = "\x1b[2J\x1b[Hall clear\nFAILED 0\x9b31m"
+    action = ImprovementAction(
+        action_id="a-1",
+        module_name="m",
+        action_kind=ActionKind.FLAG_FOR_REVIEW,
+        rationale=hostile,
+        parameters={"why": hostile},
+    )
+    item = ReviewItem(
+        action_id="a-1", action=action, plan_id="p\x1b[2J", flagged_at=NOW, deliveries=0
+    )
+    listed: list[str] = []
+    _list_review([item], NOW, as_json=False, out=listed.append)
+    shown = _review_detail(item, NOW)
+    record = msgspec.structs.replace(_record(), detail=hostile)
+    for text in [*listed, shown, format_record(record)]:
+        assert not any((ord(c) < 0x20 and c != "\n") or 0x7F <= ord(c) <= 0x9F for c in text), text
+    assert "\\x1b[2J" in shown
+    assert len(format_record(record).splitlines()) == 1  # no forged second line

@@ -66,13 +66,14 @@ def test_defaults_fill_what_a_minimal_action_leaves_out() -> None:
     assert (action.parameters, action.priority, action.rationale) == ({}, 0, "")
 
 
-def test_unknown_fields_are_tolerated_at_every_level() -> None:
-    body = _plan(
-        future_field={"x": 1},
-        actions=[_action(confidence=0.9, tags=["a"])],
-    )
-    plan = decode_plan(body)
+def test_unknown_plan_fields_are_tolerated_and_unknown_action_fields_refused() -> None:
+    # A newer planner may add to a plan; a misspelled action field would enact the defaults.
+    plan = decode_plan(_plan(future_field={"x": 1}))
     assert plan.actions[0].action_id == "a-1"
+    with pytest.raises(
+        msgspec.ValidationError, match=r"unknown field `paramters` - at `\$.actions\[0\]`"
+    ):
+        decode_plan(_plan(actions=[_action(paramters={"budget_factor": "1.1"})]))
 
 
 def test_msgpack_plans_decode_like_json() -> None:
@@ -109,7 +110,7 @@ MALFORMED: list[tuple[str, bytes, str]] = [
     ("empty body", b"", "Input data was truncated"),
     ("not JSON", b"{plan", "JSON is malformed"),
     ("truncated JSON", b'{"plan_id": "p", "actions": [', "truncated"),
-    ("non-UTF-8 bytes", b'{"plan_id": "\xff\xfe", "actions": []}', "not valid UTF-8"),
+    ("non-UTF-8 bytes", b'{"plan_id": "\xff\xfe", "actions": []}', "invalid UTF-8 at byte 13"),
     ("NaN literal", _plan(actions=[_action()])[:-1] + b', "x": NaN}', "JSON is malformed"),
     ("top level is an array", b"[]", "Expected `object`, got `array`"),
     ("top level is a string", b'"plan"', "Expected `object`, got `str`"),

@@ -8,6 +8,7 @@ import dataclasses
 import json
 import logging
 import os
+import re
 import signal
 import sys
 import textwrap
@@ -16,6 +17,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import replace
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
+from typing import Final, NoReturn
 
 import aiormq
 from prometheus_client import CollectorRegistry
@@ -41,6 +43,7 @@ from worker.operator import (
     work_review,
 )
 from worker.service import Worker
+from worker.text import printable
 from worker.topology import Names
 
 log = logging.getLogger(__name__)
@@ -98,8 +101,39 @@ def _add_identity(parser: argparse.ArgumentParser) -> None:
     )
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, with a bad argument said in one sentence (argparse adds its usage lines)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (`{self.prog} --help` says more)\n")
+
+
+#: A module name as the worker reads one (the last words of a results routing key).
+_MODULE: Final = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.:/-]{0,127}")
+#: Module names with a topic pattern's `*` (one word) and `#` (any words) between dots.
+_MODULE_PATTERN: Final = re.compile(r"(?:[A-Za-z0-9_:/-]+|\*|#)(?:\.(?:[A-Za-z0-9_:/-]+|\*|#))*")
+
+
+def _module(text: str) -> str:
+    if _MODULE.fullmatch(text) is None:
+        raise argparse.ArgumentTypeError(
+            f"{printable(text[:60])!r} is not a module name (letters, digits and _ . : / -, "
+            f"1 to 128 characters; --module-pattern takes * and #)"
+        )
+    return text
+
+
+def _module_pattern(text: str) -> str:
+    if len(text) > 128 or _MODULE_PATTERN.fullmatch(text) is None:
+        raise argparse.ArgumentTypeError(
+            f"{printable(text[:60])!r} is not a module pattern (dot-separated words of a module "
+            f"name, * for one word, # for any number; at most 128 characters)"
+        )
+    return text
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="self-optimiser",
         description=(
             "The actuator of a self-improving system: enacts the planner's ImprovementActions "
@@ -188,7 +222,14 @@ def build_parser() -> argparse.ArgumentParser:
     tail.add_argument(
         "--status", choices=[s.value for s in EnactmentStatus], help="only this status"
     )
-    tail.add_argument("--module", help="only this module (exact name)")
+    only = tail.add_mutually_exclusive_group()
+    only.add_argument("--module", type=_module, help="only this module (exact name)")
+    only.add_argument(
+        "--module-pattern",
+        type=_module_pattern,
+        metavar="PATTERN",
+        help="only modules matching this topic pattern (cognition.* or memory.#)",
+    )
     tail.add_argument("--json", action="store_true", help="one JSON record per line")
     _add_tool_options(tail)
 
@@ -209,7 +250,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _add_control_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def _add_control_commands(commands: argparse._SubParsersAction[_Parser]) -> None:
     status = commands.add_parser(
         "status",
         help="is the namespace paused, and how deep are its queues",
@@ -257,7 +298,7 @@ def _add_control_commands(commands: argparse._SubParsersAction[argparse.Argument
     _add_tool_options(resume)
 
 
-def _add_breakers_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def _add_breakers_command(commands: argparse._SubParsersAction[_Parser]) -> None:
     breakers = commands.add_parser(
         "breakers",
         help="circuit breakers: which are open, and closing one by hand",
@@ -283,7 +324,7 @@ def _add_breakers_command(commands: argparse._SubParsersAction[argparse.Argument
     _add_tool_options(reset)
 
 
-def _add_review_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def _add_review_command(commands: argparse._SubParsersAction[_Parser]) -> None:
     review = commands.add_parser(
         "review",
         help="work the review queue: list, show, ack, requeue",
@@ -312,7 +353,7 @@ def _add_review_command(commands: argparse._SubParsersAction[argparse.ArgumentPa
         _add_tool_options(each)
 
 
-def _add_definitions_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def _add_definitions_command(commands: argparse._SubParsersAction[_Parser]) -> None:
     definitions = commands.add_parser(
         "definitions",
         help="RabbitMQ definitions: the vhost, its queues, and least-privilege users",
@@ -376,6 +417,12 @@ def _publish(args: argparse.Namespace) -> int:
         plan, body = read_plan(args.plan)
     except PlanRejected as exc:
         raise _Exit(2, str(exc)) from None
+    if len(body) > settings.max_plan_bytes:
+        raise _Exit(
+            2,
+            f"{args.plan} is {len(body):,} bytes, more than a worker reads (max_plan_bytes = "
+            f"{settings.max_plan_bytes:,}): it would be parked unread; split it into smaller plans",
+        )
     wait = None if args.no_wait else args.timeout
     all_came = asyncio.run(publish_plan(settings, plan, body, wait_s=wait))
     return 0 if all_came else 1
@@ -531,6 +578,7 @@ def _tail(args: argparse.Namespace) -> int:
             kind=args.kind,
             status=args.status,
             module=args.module,
+            module_pattern=args.module_pattern,
             as_json=args.json,
             # Line by line into a pipe too (`tail | grep`), as it comes.
             out=lambda line: print(line, flush=True),

@@ -30,6 +30,7 @@ from worker.errors import OptimiserError
 from worker.optimiser import AsyncSelfOptimiser
 from worker.publisher import PERSISTENT, publish_once
 from worker.streams import StreamFollower, caught_up
+from worker.text import printable
 from worker.topology import Names
 
 log = logging.getLogger(__name__)
@@ -104,13 +105,14 @@ def describe(control: ControlMessage | None) -> str:
     if control is None:
         return "running (never paused)"
     when = control.paused_since.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-    who = f" by {control.issued_by}" if control.issued_by else ""
+    who = f" by {printable(control.issued_by)}" if control.issued_by else ""
+    reason = printable(control.reason)
     if control.command is ControlCommand.PAUSE:
         return (
-            f"PAUSED since {when}{who}: {control.reason or 'no reason given'} "
+            f"PAUSED since {when}{who}: {reason or 'no reason given'} "
             f"(every action is SKIPPED until resumed)"
         )
-    because = f": {control.reason}" if control.reason else ""
+    because = f": {reason}" if reason else ""
     return f"running (resumed {when}{who}{because})"
 
 

@@ -24,8 +24,9 @@ from worker.config import WorkerSettings
 from worker.connection import BrokerLost, connect, one_shot
 from worker.control import describe, read_control
 from worker.errors import OptimiserError
-from worker.publisher import PERSISTENT, publish_once
+from worker.publisher import PERSISTENT, bind_or_explain, publish_once
 from worker.review import ReviewDesk, ReviewItem
+from worker.text import printable
 from worker.topology import Names, queue_states
 
 log = logging.getLogger(__name__)
@@ -76,7 +77,7 @@ def format_record(record: EnactmentRecord, module_width: int = MODULE_WIDTH) -> 
     replay = "[replay of the record of an earlier delivery] " if record.replay else ""
     return (
         f"{when:<10} {record.status.value:<12} {action.action_kind.value:<16} "
-        f"{action.module_name:<{module_width}} {replay}{record.detail}"
+        f"{action.module_name:<{module_width}} {replay}{printable(record.detail)}"
     )
 
 
@@ -103,7 +104,7 @@ async def publish_plan(
             if wait_s is not None:
                 # Bound before publishing, so no record can slip past.
                 records = await _follow_queue(channel, names)
-                await records.bind(names.results_exchange, "#")
+                await bind_or_explain(records, names.results_exchange, "#", names.namespace)
             await publish_once(
                 channel,
                 names.plans_exchange,
@@ -186,6 +187,7 @@ async def tail_records(
     status: str | None,
     module: str | None,
     as_json: bool,
+    module_pattern: str | None = None,
     out: Callable[[str], None] = print,
     say: Callable[[str], None] = lambda line: print(line, file=sys.stderr),
     stop: asyncio.Event | None = None,
@@ -196,7 +198,7 @@ async def tail_records(
     once more when it is back, naming the span whose records were missed.
     """
     names = Names(settings.namespace)
-    pattern = f"{kind or '*'}.{status or '*'}.{module or '#'}"
+    pattern = f"{kind or '*'}.{status or '*'}.{module or module_pattern or '#'}"
     connection = await connect(settings, "tail-cli", rounds_level=logging.DEBUG)
     lost_at: list[datetime] = []
 
@@ -222,7 +224,7 @@ async def tail_records(
     try:
         channel = await connection.channel()
         queue = await _follow_queue(channel, names)
-        await queue.bind(names.results_exchange, pattern)
+        await bind_or_explain(queue, names.results_exchange, pattern, names.namespace)
         log.info("following %s with pattern %r", names.results_exchange, pattern)
         if not as_json:
             out(record_header(max(MODULE_WIDTH, len(module or ""))))
@@ -363,13 +365,13 @@ def _list_review(
     rows = []
     for item in items:
         action = item.action
-        rationale = " ".join((action.rationale if action else "").split())
+        rationale = printable(" ".join((action.rationale if action else "").split()))
         rows.append(
             (
                 item.age(now),
                 action.module_name if action else "<unreadable body>",
-                item.action_id + (f" (x{item.copies})" if item.copies > 1 else ""),
-                item.plan_id,
+                printable(item.action_id) + (f" (x{item.copies})" if item.copies > 1 else ""),
+                printable(item.plan_id),
                 rationale[:60] + ("..." if len(rationale) > 60 else ""),
             )
         )
@@ -395,8 +397,8 @@ def _review_builtins(item: ReviewItem, now: datetime) -> dict[str, object]:
 def _review_detail(item: ReviewItem, now: datetime) -> str:
     action = item.action
     lines = [
-        f"action id   {item.action_id}",
-        f"plan        {item.plan_id or '?'}",
+        f"action id   {printable(item.action_id)}",
+        f"plan        {printable(item.plan_id) or '?'}",
         f"flagged     {item.flagged_at.isoformat() if item.flagged_at else '?'} "
         f"({item.age(now)} ago)",
         f"copies      {item.copies} (delivered {item.deliveries} time(s) before)",
@@ -408,8 +410,13 @@ def _review_detail(item: ReviewItem, now: datetime) -> str:
     lines += [
         f"module      {action.module_name}",
         f"priority    {action.priority}",
-        f"rationale   {action.rationale or '-'}",
+        f"rationale   {printable(action.rationale) or '-'}",
         "parameters  "
-        + (", ".join(f"{k}={v}" for k, v in sorted(action.parameters.items())) or "-"),
+        + (
+            ", ".join(
+                f"{printable(k)}={printable(v)}" for k, v in sorted(action.parameters.items())
+            )
+            or "-"
+        ),
     ]
     return "\n".join(lines)

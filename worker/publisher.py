@@ -14,7 +14,7 @@ from typing import Final
 
 import aio_pika
 import aiormq
-from aio_pika.abc import AbstractChannel, AbstractExchange
+from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractQueue
 from aiormq.abc import DeliveredMessage
 from tenacity import (
     AsyncRetrying,
@@ -148,6 +148,25 @@ class Publisher:
         raise AssertionError("unreachable: tenacity either returns or raises")  # pragma: no cover
 
 
+def _declare_hint(namespace: str) -> str:
+    return (
+        f"start `self-optimiser run` once (namespace {namespace!r}, this version) so that it "
+        f"declares it, or load the definitions of deploy/"
+    )
+
+
+async def bind_or_explain(
+    queue: AbstractQueue, exchange_name: str, routing_key: str, namespace: str
+) -> None:
+    """Bind a tool's queue; a missing exchange (a namespace never declared) is one sentence."""
+    try:
+        await queue.bind(exchange_name, routing_key)
+    except aiormq.exceptions.ChannelNotFoundEntity:
+        raise OptimiserError(
+            f"exchange {exchange_name!r} does not exist: {_declare_hint(namespace)}"
+        ) from None
+
+
 async def publish_once(
     channel: AbstractChannel,
     exchange_name: str,
@@ -159,10 +178,7 @@ async def publish_once(
 ) -> None:
     """One confirmed, mandatory publish for a command-line tool; each way it can fail is an
     ``OptimiserError`` saying what to do (``if_unconfirmed`` when the broker did not confirm)."""
-    declare_hint = (
-        f"start `self-optimiser run` once (namespace {namespace!r}, this version) so that it "
-        f"declares it, or load the definitions of deploy/"
-    )
+    declare_hint = _declare_hint(namespace)
     try:
         exchange = await channel.get_exchange(exchange_name)
         returned = await exchange.publish(

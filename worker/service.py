@@ -600,15 +600,24 @@ class _Unreadable(Exception):
 
 
 def _encodable(headers: Mapping[str, object]) -> dict[str, Any]:
-    """Headers that will encode again: strings, whole numbers and booleans as they are, the
-    rest as text (pamqp re-encodes floats as 32-bit and refuses bytes that are not UTF-8)."""
-    safe: dict[str, Any] = {}
-    for key, value in headers.items():
-        if isinstance(value, str | bool) or (isinstance(value, int) and -(2**63) <= value < 2**63):
-            safe[key] = value
-        else:
-            safe[key] = repr(value)[:MAX_ERROR_HEADER]
-    return safe
+    """The headers as they came, in a form the client encodes again.
+
+    A long string that is not UTF-8 arrives as ``bytes``, which pamqp will not encode: it goes
+    back as a byte array (type ``x``, the same bytes). Lists and tables are walked. A 64-bit
+    float (``d``, what Node.js's amqplib sends) goes back as pamqp encodes every float, 32-bit
+    (``f``): the one change, written in the README.
+    """
+    return {key: _intact(value) for key, value in headers.items()}
+
+
+def _intact(value: object) -> Any:
+    if isinstance(value, bytes):
+        return bytearray(value)
+    if isinstance(value, dict):
+        return {key: _intact(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_intact(item) for item in value]
+    return value
 
 
 def _record_properties(record: EnactmentRecord) -> aiormq.spec.Basic.Properties:
