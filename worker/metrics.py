@@ -23,7 +23,7 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
-from schemas import EnactmentRecord, EnactmentStatus
+from schemas import ActionKind, EnactmentRecord, EnactmentStatus
 
 #: Buckets from an in-process call (tens of µs) to a slow remote hot swap (tens of seconds).
 DURATION_BUCKETS: Final = (
@@ -38,6 +38,16 @@ GUARDS: Final = (
     "pause", "cycle_cap", "cool_down", "hot_swap_cap", "no_change", "breaker",
     "stabilization", "bound", "swap_budget", "change_budget",
 )  # fmt: skip
+#: Kinds that a module's rate-limited series is kept for (the ones that change something).
+_MODULE_KINDS: Final = (
+    ActionKind.TUNE_THRESHOLD, ActionKind.INCREASE_BUDGET,
+    ActionKind.REDUCE_LOAD, ActionKind.HOT_SWAP_MODULE,
+)  # fmt: skip
+#: Label values the worker's own counters know at start-up: each series exists at 0, so
+#: `increase()` sees the first event (a series born at 1 hides it).
+PLAN_OUTCOMES: Final = ("acked", "parked", "requeued")
+PARK_REASONS: Final = ("too_large", "content_type", "content_encoding", "malformed", "invalid")
+PUBLISH_TARGETS: Final = ("results", "invalid", "review")
 
 
 class _Histogram:
@@ -75,11 +85,29 @@ class OptimiserMetrics(Collector):
         for guard in GUARDS:
             self.guard_refusals[guard] = 0
         self.escalations["breaker"] = 0
+        for kind in ActionKind:
+            for status in EnactmentStatus:
+                self.actions_enacted[kind, status] = 0
+        self._modules: set[str] = set()
         #: Set by the optimiser: (module, kind, open) for every breaker it knows.
         self.breakers: Callable[[], Iterable[tuple[str, str, bool]]] = tuple
         registry.register(self)
 
     # --- counting, on the event loop ---------------------------------------------------
+
+    def know(self, module: str) -> None:
+        """A module the worker knows (from its state log, say): its series start at 0.
+
+        A module first seen in a live event still has its first event hidden from
+        ``increase()``; the alert rules count a series younger than their window whole.
+        """
+        if module in self._modules:
+            return
+        self._modules.add(module)
+        for kind in _MODULE_KINDS:
+            self.actions_rate_limited.setdefault((module, kind), 0)
+        for outcome in ("SUCCESS", "FAILED"):
+            self.hot_swaps.setdefault((module, outcome), 0)
 
     def enact_call(self) -> None:
         """Count one ``enact()`` call."""
@@ -205,6 +233,13 @@ class WorkerMetrics:
             ["target"],
             registry=registry,
         )
+        for counter, values in (
+            (self.plans_consumed, PLAN_OUTCOMES),
+            (self.plans_parked, PARK_REASONS),
+            (self.publish_failures, PUBLISH_TARGETS),
+        ):
+            for value in values:
+                counter.labels(value)
         self.records_unroutable = Counter(
             "asi_optimiser_records_unroutable",
             "Records the broker returned: no queue was bound to receive them.",

@@ -230,6 +230,8 @@ class AsyncSelfOptimiser:
         """
         if record.replay:
             return []
+        if self._metrics is not None:
+            self._metrics.know(record.action.module_name)
         completed = record.attempted_at + timedelta(seconds=record.duration_s)
         age_s = max(0.0, (self._clock.now() - completed).total_seconds())
         return self._learn(record, self._clock.monotonic() - age_s, self._cfg)

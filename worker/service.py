@@ -306,13 +306,18 @@ class Worker:
         return False
 
     async def _poll_queues(self, connection: AbstractRobustConnection) -> None:
-        """Keep the queue gauges current; a failed poll leaves them as they were."""
+        """Keep the queue gauges current. A poll that fails or hangs (the broker is away) drops
+        them: a frozen gauge would show a queue as it was minutes ago (alert on the broker's
+        own metrics, which hold while the worker is away)."""
         period = self.settings.queue_poll_s
         while period > 0:
             try:
-                states = await queue_states(connection, self.names.watched)
-            except (aio_pika.exceptions.AMQPError, RuntimeError, OSError) as exc:
+                async with asyncio.timeout(max(period, 5.0)):
+                    states = await queue_states(connection, self.names.watched)
+            except (aio_pika.exceptions.AMQPError, RuntimeError, OSError, TimeoutError) as exc:
                 log.debug("queue poll failed: %s", exc)
+                self.metrics.queue_messages.clear()
+                self.metrics.queue_consumers.clear()
             else:
                 for label, state in states.items():
                     if state is not None:

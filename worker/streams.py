@@ -113,21 +113,31 @@ class StreamFollower:
             self._start_resuming()
 
     async def reconsume(self) -> None:
-        """Consume again from the message after the last one read, on the same channel.
+        """Consume again from the message after the last one read, on a channel of its own.
 
         For a consumer the broker left stalled without cancelling it: seen on a three-node
         cluster when the stream's leader stopped and came back, after which the replica's
-        consumer delivered nothing more. Reading a message twice is harmless (``take`` knows
-        what it has seen).
+        consumer delivered nothing more, and sometimes went on delivering nothing when
+        consumed again on the same channel. A new channel gets a new reader on the broker.
+        Reading a message twice is harmless (``take`` knows what it has seen).
         """
-        channel = self._channel
-        if channel is None:
+        old, connection = self._channel, self._connection
+        if old is None or connection is None:
             return
-        underlay = await channel.get_underlay_channel()
-        if self._tag is not None:
-            with contextlib.suppress(aiormq.exceptions.AMQPError, RuntimeError):
-                await underlay.basic_cancel(self._tag)
-        await self._consume(channel)
+        channel = await connection.channel()
+        assert isinstance(channel, AbstractRobustChannel)
+        try:
+            await channel.set_qos(prefetch_count=STREAM_PREFETCH)
+            await self._consume(channel)
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await channel.close()
+            raise
+        channel.reopen_callbacks.add(self._reconsume)
+        self._channel = channel
+        old.reopen_callbacks.discard(self._reconsume)
+        with contextlib.suppress(Exception):
+            await old.close()
 
     @property
     def healthy(self) -> bool:
