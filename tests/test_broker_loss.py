@@ -37,6 +37,11 @@ async def proxy(amqp_url: str) -> AsyncIterator[SilencingProxy]:
     running = SilencingProxy((parts.hostname or "127.0.0.1", parts.port or 5672))
     await running.start()
     yield running
+    while Command.started:  # a failed test leaves no command running
+        process = Command.started.pop().process
+        if process is not None and process.returncode is None:
+            process.kill()
+            await process.wait()
     await running.close()
 
 
@@ -49,6 +54,8 @@ def _through(amqp_url: str, proxy: SilencingProxy) -> str:
 
 class Command:
     """``self-optimiser ARGV`` in a subprocess, its stdout and stderr kept line by line."""
+
+    started: list[Command] = []  # noqa: RUF012 - killed after each test, whatever happened
 
     def __init__(self, url: str, namespace: str, *argv: str) -> None:
         self.argv = [sys.executable, "-m", "worker.cli", *argv]
@@ -67,6 +74,7 @@ class Command:
         self.process = await asyncio.create_subprocess_exec(
             *self.argv, env=self.env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
         )
+        Command.started.append(self)
         assert self.process.stdout is not None
         assert self.process.stderr is not None
         for stream, lines in ((self.process.stdout, self.out), (self.process.stderr, self.err)):

@@ -34,7 +34,10 @@ async def test_soak_with_random_faults_loses_nothing_and_enacts_nothing_twice(
     await log.follow(await broker.results_queue())
     plans = spread_plans("s", count=SOAK_PLANS)
     expected = {f"{p['plan_id']}-{i}" for p in plans for i in range(3)}
-    settings = {"subsystem_timeout_s": "5"}
+    # A fault every 1 to 4 s redelivers the plans in hand each time: the default wait for a
+    # takeover's in-flight records (5 s) would leave no time to enact. Here no old worker lives
+    # on to send records late (it is killed, or it is this one, which checks its own).
+    settings = {"subsystem_timeout_s": "5", "takeover_wait_s": "0.5"}
     worker = await WorkerProcess(
         amqp_url, broker.names.namespace, **DELIVERY_ONLY, **settings
     ).start()

@@ -68,6 +68,8 @@ _Handle = Callable[[AbstractIncomingMessage], Awaitable[None]]
 
 #: Longest ``x-error`` header on a parked plan; msgspec's messages are far shorter.
 MAX_ERROR_HEADER: Final = 1000
+#: After this many failed fences in a row, the worker moves to another broker node.
+MOVE_AFTER_FAILED_FENCES: Final = 3
 _ACCEPTED_ENCODINGS: Final = frozenset({"", "identity", "utf-8", "utf8"})
 #: Backoff between attempts to publish records the broker did not confirm.
 RETRY_FIRST_S: Final = 0.5
@@ -148,6 +150,14 @@ class Worker:
             for connection in reversed(self._connections):
                 await _close(connection, self.settings.connect_timeout_s)
             await health.close()
+
+    async def move_node(self) -> None:
+        """Drop every connection: each reconnects through the next broker address."""
+        for connection in self._connections:
+            transport = connection.transport
+            if transport is not None:
+                with contextlib.suppress(Exception):
+                    await transport.connection.close(ConnectionError("moving to another node"))
 
     async def _serve(self, stop: asyncio.Event) -> None:
         settings = self.settings
@@ -437,7 +447,7 @@ class _PlanHandler:
         is enacted, and the fence is tried again while the delivery is still this worker's;
         False once it is not (the broker gives the plan to whoever consumes now).
         """
-        delay = RETRY_FIRST_S
+        delay, failed = RETRY_FIRST_S, 0
         while True:
             started = time.monotonic()
             try:
@@ -454,7 +464,8 @@ class _PlanHandler:
                     "plan %s: the state streams were not read up to now (%s); not enacting it "
                     "yet, reading them again and trying again in %.1fs", plan_id, exc, delay,
                 )  # fmt: skip
-                await self._reconsume()
+                failed += 1
+                await self._reconsume(failed)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, RETRY_MAX_S)
                 continue
@@ -469,7 +480,15 @@ class _PlanHandler:
                 await self._publish_until_confirmed(plan_id, lost)
             return True
 
-    async def _reconsume(self) -> None:
+    async def _reconsume(self, failed: int) -> None:
+        if failed % MOVE_AFTER_FAILED_FENCES == 0:
+            # Seen on a cluster: after the stream leader's node came back, the replica on this
+            # node delivered nothing more to any consumer of ours. Another node's replica does.
+            log.warning(
+                "%d fences in a row failed: reconnecting through the next broker address", failed
+            )
+            await self._worker.move_node()
+            return
         for follower in self._followers:
             try:
                 await follower.reconsume()
