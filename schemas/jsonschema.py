@@ -1,7 +1,9 @@
 """JSON Schema for every wire message, generated from the Structs (never kept by hand).
 
 ``python -m schemas.jsonschema`` rewrites the copies in ``schemas/json/`` for non-Python
-clients; a test fails when they drift from the types.
+clients; a test fails when they drift from the types. Every schema compiles in the strictest
+common validator, ajv's 2020-12 class in strict mode (with ajv-formats): only JSON Schema
+keywords, nothing a strict validator refuses as unknown.
 """
 
 from __future__ import annotations
@@ -36,12 +38,54 @@ def json_schema(name: str) -> dict[str, Any]:
     except KeyError:
         known = ", ".join(MESSAGES)
         raise KeyError(f"no message named {name!r}; known: {known}") from None
-    schema: dict[str, Any] = msgspec.json.schema(message_type)
+    schema = strict(msgspec.json.schema(message_type))
     return {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "$id": f"self-optimiser/{name}.schema.json",
         **schema,
     }
+
+
+#: Keywords msgspec writes that are not JSON Schema's. ``discriminator`` is OpenAPI's (on a
+#: tagged union): a strict validator refuses it as unknown, and it adds nothing to validation,
+#: since each branch already requires its own value of the tag field (``"verb": {"enum":
+#: ["tune"]}``).
+NOT_JSON_SCHEMA: Final = frozenset({"discriminator"})
+
+
+def strict(schema: dict[str, Any]) -> dict[str, Any]:
+    """``schema`` without the keywords of ``NOT_JSON_SCHEMA``, at any depth.
+
+    Only keys of schema objects are dropped: a property may still be named ``discriminator``.
+    """
+    return _strict_schema(schema)
+
+
+def _strict_schema(schema: dict[str, Any]) -> dict[str, Any]:
+    kept: dict[str, Any] = {}
+    for keyword, value in schema.items():
+        if keyword in NOT_JSON_SCHEMA:
+            continue
+        if keyword in _SCHEMA_MAPS:  # name -> schema: the names are data, not keywords
+            kept[keyword] = {name: _strict_schema(sub) for name, sub in value.items()}
+        elif keyword in _SCHEMA_LISTS:
+            kept[keyword] = [_strict_schema(sub) for sub in value]
+        elif keyword in _SCHEMA_VALUES and isinstance(value, dict):
+            kept[keyword] = _strict_schema(value)
+        else:  # enum, const, examples, default, required...: values, kept as they are
+            kept[keyword] = value
+    return kept
+
+
+# Where 2020-12 keywords hold schemas (the ones msgspec writes, and their siblings).
+_SCHEMA_MAPS: Final = frozenset({"$defs", "properties", "patternProperties", "dependentSchemas"})
+_SCHEMA_LISTS: Final = frozenset({"anyOf", "oneOf", "allOf", "prefixItems"})
+_SCHEMA_VALUES: Final = frozenset(
+    {
+        "items", "additionalProperties", "propertyNames", "contains", "not", "if", "then",
+        "else", "unevaluatedItems", "unevaluatedProperties",
+    }
+)  # fmt: skip
 
 
 def render(name: str) -> str:
