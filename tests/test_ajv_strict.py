@@ -1,0 +1,163 @@
+"""The shipped JSON Schemas in ajv, the validator most non-Python clients use.
+
+Every schema in ``schemas/json/`` must compile with ajv's 2020-12 class (``ajv/dist/2020``) in
+strict mode with ajv-formats, as the README tells clients to; ajv must accept what the worker
+accepts and refuse what it refuses (the contract corpus of ``test_contract.py``), but for the
+differences the README lists. Run by ``tests/js/compile_schemas.mjs``.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from schemas import ActionKind, EnactmentRecord, EnactmentStatus, ImprovementAction, encode
+from schemas.commands import (
+    ReplyOutcome,
+    SubsystemCommand,
+    SubsystemReply,
+    ThresholdChange,
+    TuneThreshold,
+)
+from schemas.control import ControlCommand, ControlMessage
+from schemas.jsonschema import MESSAGES, SCHEMA_DIR
+from tests.node import node_or_skip, run_script
+from tests.test_contract import CORPUS
+
+EXAMPLE_PLAN = Path(__file__).parent.parent / "examples" / "plan.json"
+NOW = datetime(2026, 11, 23, 12, 0, 0, 250000, tzinfo=UTC)
+ACTION = ImprovementAction(
+    action_id="a-1",
+    module_name="cognition.detector",
+    action_kind=ActionKind.TUNE_THRESHOLD,
+    parameters={"suggested_delta": "0.1"},
+)
+
+
+def _json(message: Any) -> Any:
+    return json.loads(encode(message))
+
+
+RECORD = EnactmentRecord(
+    plan_id="p-1",
+    action=ACTION,
+    status=EnactmentStatus.SUCCESS,
+    detail="p95 threshold 500.0 → 550.0 ms",
+    duration_s=0.004,
+    attempted_at=NOW,
+    setting="detector.p95_threshold_ms",
+    old=500.0,
+    new=550.0,
+)
+COMMAND = SubsystemCommand(
+    action_id="a-1",
+    plan_id="p-1",
+    module="cognition.detector",
+    arguments=TuneThreshold(delta=0.1, floor_ms=50.0, ceiling_ms=5000.0),
+    issued_at=NOW,
+    deadline=NOW + timedelta(seconds=30),
+)
+REPLY = SubsystemReply(
+    action_id="a-1",
+    outcome=ReplyOutcome.SUCCESS,
+    detail="tuned",
+    change=ThresholdChange(old_ms=500.0, new_ms=550.0),
+)
+PAUSE = ControlMessage(command=ControlCommand.PAUSE, issued_at=NOW, reason="incident")
+
+#: Bodies the worker writes or reads, by what they are: (schema, body).
+VALID: dict[str, tuple[str, Any]] = {
+    "the example plan": ("plan", json.loads(EXAMPLE_PLAN.read_text())),
+    "an action": ("action", _json(ACTION)),
+    "a record": ("record", _json(RECORD)),
+    "a command": ("command", _json(COMMAND)),
+    "a reply": ("reply", _json(REPLY)),
+    "a pause": ("control", _json(PAUSE)),
+}
+
+INVALID: dict[str, tuple[str, Any]] = {
+    "a plan of an unknown kind": (
+        "plan",
+        {**VALID["the example plan"][1], "actions": [{**_json(ACTION), "action_kind": "DROP"}]},
+    ),
+    "a command of an unknown verb": (
+        "command",
+        {**VALID["a command"][1], "arguments": {"verb": "delete", "delta": 0.1}},
+    ),
+    "a reply whose change is of another kind than its fields": (
+        "reply",
+        {**VALID["a reply"][1], "change": {"kind": "threshold", "old_s": 1.0, "new_s": 2.0}},
+    ),
+    "a pause without its time": ("control", {"command": "pause"}),
+}
+
+#: Where ajv-formats judges otherwise than the worker, and what the README's wire contract says.
+AJV_DIFFERS = {"a leap second": "ajv-formats accepts a leap second"}
+
+
+def _readable(raw: bytes) -> Any:
+    """The body as JSON, or None when it is not JSON at all (ajv never sees those)."""
+    try:
+        return json.loads(raw)
+    except (ValueError, RecursionError):
+        return None
+
+
+CONTRACT = {
+    case: ("plan", document)
+    for case, (raw, _) in CORPUS.items()
+    if (document := _readable(raw)) is not None
+}
+
+
+@pytest.fixture(scope="module")
+def ajv() -> dict[str, Any]:
+    """ajv's report: each schema compiled or why not, and its verdict on every case."""
+    cases = {**VALID, **INVALID, **CONTRACT}
+    stdin = json.dumps([{"schema": schema, "body": body} for schema, body in cases.values()])
+    code, report = run_script("compile_schemas.mjs", str(SCHEMA_DIR), stdin=stdin)
+    assert code == 0, report
+    assert isinstance(report, dict)
+    report["verdicts"] = dict(zip(cases, report.pop("cases"), strict=True))
+    return report
+
+
+@pytest.mark.parametrize("name", list(MESSAGES))
+def test_every_schema_compiles_in_ajv_2020_strict_with_formats(
+    ajv: dict[str, Any], name: str
+) -> None:
+    assert name in ajv["schemas"], f"{name}.schema.json was not compiled"
+    assert ajv["schemas"][name] is None, ajv["schemas"][name]
+
+
+@pytest.mark.parametrize("case", list(VALID))
+def test_ajv_accepts_what_the_worker_sends_and_reads(ajv: dict[str, Any], case: str) -> None:
+    verdict = ajv["verdicts"][case]
+    assert verdict["valid"] is True, verdict["errors"]
+
+
+@pytest.mark.parametrize("case", list(INVALID))
+def test_ajv_refuses_a_bad_message(ajv: dict[str, Any], case: str) -> None:
+    assert ajv["verdicts"][case]["valid"] is False
+
+
+@pytest.mark.parametrize("case", list(CONTRACT))
+def test_ajv_and_the_worker_agree_on_the_contract_corpus(ajv: dict[str, Any], case: str) -> None:
+    worker_reads = CORPUS[case][1]
+    if case in AJV_DIFFERS:
+        assert ajv["verdicts"][case]["valid"] is not worker_reads
+        readme = " ".join((Path(__file__).parent.parent / "README.md").read_text().split())
+        assert AJV_DIFFERS[case] in readme, "the README's wire contract says so"
+    else:
+        assert ajv["verdicts"][case]["valid"] is worker_reads, ajv["verdicts"][case]["errors"]
+
+
+def test_without_node_the_checks_skip_here_and_fail_in_ci() -> None:
+    with pytest.raises(pytest.skip.Exception, match=r"Node\.js is not installed"):
+        node_or_skip({"PATH": ""})
+    with pytest.raises(pytest.fail.Exception, match=r"CI needs the Node\.js contract checks"):
+        node_or_skip({"PATH": "", "CI": "true"})
