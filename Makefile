@@ -49,8 +49,9 @@ test: $(STAMP) $(JS_STAMP)
 bench: $(STAMP)  ## benchmarks side by side, in-process and end to end (needs RabbitMQ, ~20 min); writes bench/results/
 	$(BIN)/python -m bench
 
-schemas: $(STAMP)  ## regenerate schemas/json/ from the Structs
+schemas: $(STAMP)  ## regenerate schemas/json/ and schemas/asyncapi.json from the Structs
 	$(BIN)/python -m schemas.jsonschema
+	$(BIN)/python -m schemas.asyncapi
 
 clean:
 	rm -rf $(VENV) $(JS)/node_modules .mypy_cache .pytest_cache .ruff_cache .hypothesis *.egg-info

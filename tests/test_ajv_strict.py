@@ -9,80 +9,39 @@ differences the README lists. Run by ``tests/js/compile_schemas.mjs``.
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from schemas import ActionKind, EnactmentRecord, EnactmentStatus, ImprovementAction, encode
-from schemas.commands import (
-    ReplyOutcome,
-    SubsystemCommand,
-    SubsystemReply,
-    ThresholdChange,
-    TuneThreshold,
-)
-from schemas.control import ControlCommand, ControlMessage
+from schemas import asyncapi, encode
 from schemas.jsonschema import MESSAGES, SCHEMA_DIR
 from tests.node import node_or_skip, run_script
 from tests.test_contract import CORPUS
 
 EXAMPLE_PLAN = Path(__file__).parent.parent / "examples" / "plan.json"
-NOW = datetime(2026, 11, 23, 12, 0, 0, 250000, tzinfo=UTC)
-ACTION = ImprovementAction(
-    action_id="a-1",
-    module_name="cognition.detector",
-    action_kind=ActionKind.TUNE_THRESHOLD,
-    parameters={"suggested_delta": "0.1"},
-)
 
 
 def _json(message: Any) -> Any:
     return json.loads(encode(message))
 
 
-RECORD = EnactmentRecord(
-    plan_id="p-1",
-    action=ACTION,
-    status=EnactmentStatus.SUCCESS,
-    detail="p95 threshold 500.0 → 550.0 ms",
-    duration_s=0.004,
-    attempted_at=NOW,
-    setting="detector.p95_threshold_ms",
-    old=500.0,
-    new=550.0,
-)
-COMMAND = SubsystemCommand(
-    action_id="a-1",
-    plan_id="p-1",
-    module="cognition.detector",
-    arguments=TuneThreshold(delta=0.1, floor_ms=50.0, ceiling_ms=5000.0),
-    issued_at=NOW,
-    deadline=NOW + timedelta(seconds=30),
-)
-REPLY = SubsystemReply(
-    action_id="a-1",
-    outcome=ReplyOutcome.SUCCESS,
-    detail="tuned",
-    change=ThresholdChange(old_ms=500.0, new_ms=550.0),
-)
-PAUSE = ControlMessage(command=ControlCommand.PAUSE, issued_at=NOW, reason="incident")
-
-#: Bodies the worker writes or reads, by what they are: (schema, body).
+#: Bodies the worker writes or reads, by what they are: (schema, body). The AsyncAPI
+#: document's examples are these too.
 VALID: dict[str, tuple[str, Any]] = {
     "the example plan": ("plan", json.loads(EXAMPLE_PLAN.read_text())),
-    "an action": ("action", _json(ACTION)),
-    "a record": ("record", _json(RECORD)),
-    "a command": ("command", _json(COMMAND)),
-    "a reply": ("reply", _json(REPLY)),
-    "a pause": ("control", _json(PAUSE)),
+    "a plan": ("plan", _json(asyncapi.EXAMPLE_PLAN)),
+    "an action": ("action", _json(asyncapi.EXAMPLE_ACTION)),
+    "a record": ("record", _json(asyncapi.EXAMPLE_RECORD)),
+    "a command": ("command", _json(asyncapi.EXAMPLE_COMMAND)),
+    "a reply": ("reply", _json(asyncapi.EXAMPLE_REPLY)),
+    "a pause": ("control", _json(asyncapi.EXAMPLE_PAUSE)),
 }
 
 INVALID: dict[str, tuple[str, Any]] = {
     "a plan of an unknown kind": (
         "plan",
-        {**VALID["the example plan"][1], "actions": [{**_json(ACTION), "action_kind": "DROP"}]},
+        {**VALID["a plan"][1], "actions": [{**VALID["an action"][1], "action_kind": "DROP"}]},
     ),
     "a command of an unknown verb": (
         "command",

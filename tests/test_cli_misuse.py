@@ -48,6 +48,8 @@ BAD: list[list[str]] = [
     ["review", "ack"],
     ["review", "drop", "a-1"],
     ["schema", "nothing"],
+    ["schema", "plan", "--namespace", "prod"],
+    ["schema", "asyncapi", "--namespace", "no space"],
     ["definitions", "--output"],
     ["demo", "--duration", "-5"],
     ["demo", "--duration", "forever"],

@@ -22,7 +22,7 @@ from typing import Final, NoReturn
 import aiormq
 from prometheus_client import CollectorRegistry
 
-from schemas import ActionKind, EnactmentStatus
+from schemas import ActionKind, EnactmentStatus, asyncapi
 from schemas.control import ControlCommand
 from schemas.jsonschema import MESSAGES, render
 from worker.breakers import format_breakers, read_breakers, reset_breaker
@@ -108,10 +108,19 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (`{self.prog} --help` says more)\n")
 
 
+#: ``schema asyncapi``: the document of every channel and message, beside the messages' schemas.
+ASYNCAPI: Final = "asyncapi"
 #: A module name as the worker reads one (the last words of a results routing key).
 _MODULE: Final = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.:/-]{0,127}")
 #: Module names with a topic pattern's `*` (one word) and `#` (any words) between dots.
 _MODULE_PATTERN: Final = re.compile(r"(?:[A-Za-z0-9_:/-]+|\*|#)(?:\.(?:[A-Za-z0-9_:/-]+|\*|#))*")
+
+
+def _namespace(text: str) -> str:
+    try:
+        return WorkerSettings(namespace=text).namespace  # the worker's own check
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(printable(str(exc))) from None
 
 
 def _module(text: str) -> str:
@@ -240,11 +249,22 @@ def build_parser() -> argparse.ArgumentParser:
 
     schema = commands.add_parser(
         "schema",
-        help="print the JSON Schema of the wire messages",
-        description="Print the JSON Schema (2020-12) of one message, or of all of them.",
+        help="print the JSON Schema of the wire messages, or their AsyncAPI document",
+        description="Print the JSON Schema (2020-12) of one message, or of all of them; "
+        "`schema asyncapi` prints the AsyncAPI 3.0 document of the namespace's channels and "
+        "messages.",
     )
     schema.add_argument(
-        "name", nargs="?", choices=list(MESSAGES), help="one message (default: all, in turn)"
+        "name",
+        nargs="?",
+        choices=[*MESSAGES, ASYNCAPI],
+        help="one message, or asyncapi (default: every message's schema, in turn)",
+    )
+    schema.add_argument(
+        "--namespace",
+        type=_namespace,
+        metavar="N",
+        help=f"the namespace the AsyncAPI document names (default: {asyncapi.DEFAULT_NAMESPACE})",
     )
     _add_log_level(schema, default="WARNING")
     return parser
@@ -620,6 +640,21 @@ def _reply_text(exc: BaseException) -> str:
     return str(getattr(first, "reply_text", first))
 
 
+def _schema(args: argparse.Namespace) -> int:
+    if args.name == ASYNCAPI:
+        sys.stdout.write(asyncapi.render(args.namespace or asyncapi.DEFAULT_NAMESPACE))
+        return 0
+    if args.namespace is not None:
+        sys.stderr.write(
+            "self-optimiser schema: error: --namespace is for the AsyncAPI document "
+            "(`self-optimiser schema asyncapi --namespace N`); a message's schema names none\n"
+        )
+        return 2
+    for name in [args.name] if args.name else list(MESSAGES):
+        sys.stdout.write(render(name))
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``self-optimiser`` console script; returns the exit code."""
     args = build_parser().parse_args(argv)
@@ -640,10 +675,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             logging.getLogger(name).setLevel(logging.CRITICAL)
     try:
         if args.command == "schema":
-            names = [args.name] if args.name else list(MESSAGES)
-            for name in names:
-                sys.stdout.write(render(name))
-            return 0
+            return _schema(args)
         if args.command == "run":
             return _run(args.config)
         if args.command == "publish":
