@@ -56,22 +56,18 @@ NOT_JSON_SCHEMA: Final = frozenset({"discriminator"})
 def strict(schema: dict[str, Any]) -> dict[str, Any]:
     """``schema`` without the keywords of ``NOT_JSON_SCHEMA``, at any depth.
 
-    Only keys of schema objects are dropped: a property may still be named ``discriminator``.
+    Only keywords are dropped: a property may still be named ``discriminator``.
     """
-    return _strict_schema(schema)
-
-
-def _strict_schema(schema: dict[str, Any]) -> dict[str, Any]:
     kept: dict[str, Any] = {}
     for keyword, value in schema.items():
         if keyword in NOT_JSON_SCHEMA:
             continue
         if keyword in _SCHEMA_MAPS:  # name -> schema: the names are data, not keywords
-            kept[keyword] = {name: _strict_schema(sub) for name, sub in value.items()}
+            kept[keyword] = {name: strict(sub) for name, sub in value.items()}
         elif keyword in _SCHEMA_LISTS:
-            kept[keyword] = [_strict_schema(sub) for sub in value]
+            kept[keyword] = [strict(sub) for sub in value]
         elif keyword in _SCHEMA_VALUES and isinstance(value, dict):
-            kept[keyword] = _strict_schema(value)
+            kept[keyword] = strict(value)
         else:  # enum, const, examples, default, required...: values, kept as they are
             kept[keyword] = value
     return kept

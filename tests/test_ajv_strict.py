@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from schemas import asyncapi, encode
-from schemas.jsonschema import MESSAGES, SCHEMA_DIR
+from schemas.jsonschema import MESSAGES, SCHEMA_DIR, strict
 from tests.node import node_or_skip, run_script
 from tests.test_contract import CORPUS
 
@@ -113,6 +113,20 @@ def test_ajv_and_the_worker_agree_on_the_contract_corpus(ajv: dict[str, Any], ca
         assert AJV_DIFFERS[case] in readme, "the README's wire contract says so"
     else:
         assert ajv["verdicts"][case]["valid"] is worker_reads, ajv["verdicts"][case]["errors"]
+
+
+def test_only_keywords_are_dropped_not_a_property_of_the_same_name() -> None:
+    schema = {
+        "properties": {"discriminator": {"type": "string"}},
+        "anyOf": [{"properties": {"x": {"discriminator": {"propertyName": "x"}}}}],
+        "discriminator": {"propertyName": "verb"},
+        "examples": [{"discriminator": "kept: a value, not a schema"}],
+    }
+    assert strict(schema) == {
+        "properties": {"discriminator": {"type": "string"}},
+        "anyOf": [{"properties": {"x": {}}}],
+        "examples": [{"discriminator": "kept: a value, not a schema"}],
+    }
 
 
 def test_without_node_the_checks_skip_here_and_fail_in_ci() -> None:
