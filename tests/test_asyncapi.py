@@ -105,7 +105,7 @@ def test_every_exchange_and_queue_is_the_workers_own() -> None:
         elif amqp["exchange"]["name"]:  # not the default exchange of replies
             documented_exchanges[amqp["exchange"]["name"]] = amqp["exchange"]["type"]
     # The worker's own: the markers exchange, the results stream, the dead-letter exchange.
-    internal_exchanges = {names.markers, names.dead_exchange}
+    internal_exchanges = {names.markers, names.notes, names.dead_exchange}
     assert documented_exchanges == {
         name: kind for name, kind in exchanges.items() if name not in internal_exchanges
     }

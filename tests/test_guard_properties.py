@@ -82,7 +82,9 @@ class World:
         change = SwapChange(outcome="SUCCESS", version=request.target_version)
         return SubsystemResult(True, "swapped", change)
 
-    async def submit(self, action: ImprovementAction, *, plan_id: str) -> None:
+    async def submit(
+        self, action: ImprovementAction, *, plan_id: str, proceed: object = None
+    ) -> None:
         self.reviews.append(action)
 
 

@@ -25,6 +25,7 @@ from worker import (
     Subsystems,
     SubsystemUnavailable,
 )
+from worker.errors import PlanLost
 from worker.ports import LoadShed, ModuleSwap, ThresholdTuning
 
 K = ActionKind
@@ -514,3 +515,30 @@ async def test_a_pause_skips_every_action_past_every_cap_and_arms_nothing(cycle:
     assert optimiser.paused is None
     [tuned] = await optimiser.enact([action(ActionKind.TUNE_THRESHOLD)])
     assert tuned.status is EnactmentStatus.SUCCESS  # the pause armed no cool-down
+
+
+class _LosingSink:
+    """A review sink that finds the plan lost when its item would go out, as the AMQP one
+    does once the delivery is gone (``worker.review``)."""
+
+    def __init__(self) -> None:
+        self.asked: list[str] = []
+
+    async def submit(self, action: ImprovementAction, *, plan_id: str, proceed: Any = None) -> None:
+        self.asked.append(action.action_id)
+        if proceed is not None and not proceed():
+            raise PlanLost("the delivery was lost")
+
+
+async def test_an_action_held_back_because_the_plan_was_lost_gets_no_record_nor_do_the_rest(
+    cycle: Mock,
+) -> None:
+    sink = _LosingSink()
+    optimiser = AsyncSelfOptimiser(cognitive_cycle=cycle, review=sink)
+    owned = iter([True, True, False])  # asked before each action, and by the sink
+    actions = [action("NO_OP", action_id="a"), action("FLAG_FOR_REVIEW", action_id="b")]
+    actions.append(action("NO_OP", action_id="c"))
+    records = await optimiser.enact(actions, proceed=lambda: next(owned, False))
+
+    assert [r.action.action_id for r in records] == ["a"]  # no FAILED record for "b"
+    assert sink.asked == ["b"]

@@ -65,7 +65,9 @@ class FakeSubsystems:
     async def hot_swap(self, request: ModuleSwap) -> SubsystemResult:
         return self._answer("swap", request.module)
 
-    async def submit(self, action: ImprovementAction, *, plan_id: str) -> None:
+    async def submit(
+        self, action: ImprovementAction, *, plan_id: str, proceed: object = None
+    ) -> None:
         self._answer("review", action.module_name)
         self.reviews.append(action)
 

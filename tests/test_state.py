@@ -9,18 +9,27 @@ import uuid
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from urllib.parse import urlsplit
 
+import aio_pika
 import pytest
 from prometheus_client import CollectorRegistry
 
-from schemas import EnactmentStatus
+from schemas import ActionKind, EnactmentStatus, ImprovementAction
 from tests.broker import Broker, rabbitmqctl
 from tests.conftest import ServerStarter, WorkerStarter, plan_of, wait_for
 from worker import SubsystemResult, Subsystems
+from worker.clock import SystemClock
 from worker.config import WorkerSettings
+from worker.errors import PlanLost
+from worker.optimiser import AsyncSelfOptimiser
+from worker.planstep import RecordMemory
 from worker.ports import LoadShed
+from worker.publisher import Publisher
+from worker.review import FLAGGED_TYPE, AmqpReviewSink, FlagMemory
 from worker.service import Worker
+from worker.state import StateFollower
 from worker.topology import TopologyMismatch
 
 pytestmark = pytest.mark.integration
@@ -186,3 +195,74 @@ async def test_a_record_the_stream_lost_is_found_and_published_again(
     [again] = await broker.records(results.name, expect=1)
     assert again.replay
     assert load.applied == {"lost-0": 1}
+
+
+async def _note_flagged(broker: Broker, action_id: str, flagged_at: datetime) -> None:
+    """What a worker writes to the state log before it sends a review item."""
+    notes = await broker.channel.get_exchange(broker.names.notes)
+    await notes.publish(
+        aio_pika.Message(
+            b"",
+            type=FLAGGED_TYPE,
+            headers={"action_id": action_id, "plan_id": "x", "flagged_at": flagged_at.isoformat()},
+        ),
+        routing_key="",
+    )
+
+
+async def test_an_action_flagged_by_a_worker_that_lost_its_plan_is_flagged_with_the_same_item(
+    broker: Broker, start_worker: WorkerStarter
+) -> None:
+    # The old worker noted the flag (and may have sent the item), then lost the plan before
+    # its record went out. Whoever enacts the action next sends that same item again: a
+    # copy a reader drops, not a second flag with another time.
+    results = await broker.results_queue()
+    earlier = datetime.now(UTC) - timedelta(seconds=30)
+    await _note_flagged(broker, "taken-0", earlier)
+    await start_worker()
+    await broker.publish_plan(plan_of("FLAG_FOR_REVIEW", "FLAG_FOR_REVIEW", plan_id="taken"))
+    records = await broker.records(results.name, expect=2)
+    items = await broker.drain(broker.names.review_queue, expect=3, timeout=3.0)
+
+    assert [(r.status, r.replay) for r in records] == [(EnactmentStatus.SUCCESS, False)] * 2
+    flagged = {m.message_id: (m.headers or {})["flagged_at"] for m in items}
+    assert len(items) == 2
+    assert flagged["taken-0"] == earlier.isoformat()  # the old worker's item, again
+    assert flagged["taken-1"] != earlier.isoformat()  # a new flag, noted as such
+
+
+async def test_a_review_item_is_held_back_once_the_plan_is_lost_and_its_note_stays(
+    broker: Broker,
+) -> None:
+    await broker.declare_topology()
+    channel = await broker.connection.channel(publisher_confirms=True, on_return_raises=False)
+    flags = FlagMemory(window_s=600, limit=100, clock=SystemClock())
+    sink = AmqpReviewSink(
+        Publisher(channel, timeout_s=5.0),
+        await channel.get_exchange(broker.names.review_exchange),
+        notes=await channel.get_exchange(broker.names.notes),
+        flags=flags,
+    )
+    action = ImprovementAction(
+        action_id="lost-1", module_name="m", action_kind=ActionKind.FLAG_FOR_REVIEW
+    )
+    with pytest.raises(PlanLost):
+        await sink.submit(action, plan_id="lost", proceed=lambda: False)
+
+    assert await broker.depth(broker.names.review_queue) == 0
+    noted = flags.get("lost-1")
+    assert noted is not None
+    # A worker that reads the state log learns the note, and so flags with the same time.
+    learnt = FlagMemory(window_s=600, limit=100, clock=SystemClock())
+    follower = StateFollower(
+        RecordMemory(window_s=600, limit=100, clock=SystemClock()),
+        AsyncSelfOptimiser(),
+        broker.names,
+        clock=SystemClock(),
+        flags=learnt,
+    )
+    await follower.follow(broker.connection, offset="first")
+    await wait_for(lambda: learnt.get("lost-1") is not None, what="the note to be read")
+    await follower.close()
+    assert learnt.get("lost-1") == noted
+    await channel.close()

@@ -8,9 +8,10 @@ vhost (configure, write, read) matched against queue and exchange names alike; s
 https://www.rabbitmq.com/docs/access-control.
 
 - planner: publish to exchange ``N.plans``. Nothing else.
-- worker: publish to ``N.results``, ``N.review``, ``N.plans.invalid``, ``N.commands`` and
-  ``N.markers``; consume ``N.plans`` and the streams ``N.results.log`` and ``N.control``, and
-  replies (direct reply-to). It declares nothing: run it with ``declare_topology = false``.
+- worker: publish to ``N.results``, ``N.review``, ``N.plans.invalid``, ``N.commands``,
+  ``N.markers`` and ``N.notes``; consume ``N.plans``, the streams ``N.results.log`` and
+  ``N.control``, and replies (direct reply-to). It declares nothing: run it with
+  ``declare_topology = false``.
 - reflection: read ``N.results`` through queues of its own, ``N.reflection.<anything>``.
 - operator: consume and ack ``N.review``; publish to ``N.control`` (pause, resume, breaker
   resets) and read the streams ``N.control`` and ``N.results.log`` (status, breakers: the
@@ -60,6 +61,7 @@ def permissions(names: Names) -> dict[str, tuple[str, str, str]]:
                 lit(names.invalid_exchange),
                 lit(names.commands_exchange),
                 lit(names.markers),
+                lit(names.notes),
             ),
             either(
                 lit(names.plans_queue),

@@ -17,3 +17,8 @@ class ParameterError(OptimiserError, ValueError):
 
 class SubsystemUnavailable(OptimiserError):
     """No subsystem can take this action here; the action is SKIPPED, not FAILED."""
+
+
+class PlanLost(OptimiserError):
+    """The plan stopped being this worker's before an action took effect: nothing was done,
+    and the action gets no record here (whoever has the plan now enacts it)."""

@@ -38,7 +38,7 @@ from schemas.commands import BudgetChange, Change, LoadChange, SwapChange, Thres
 from schemas.messages import SettingValue
 from worker.clock import Clock, SystemClock
 from worker.effects import Effect, effect_of
-from worker.errors import ConfigError, ParameterError, SubsystemUnavailable
+from worker.errors import ConfigError, ParameterError, PlanLost, SubsystemUnavailable
 from worker.guardrails import OptimiserConfig
 from worker.guards import Breaker, BreakerView, Escalation, Guard, Instant, Refusal, build_guards
 from worker.inprocess import seed_subsystems
@@ -177,7 +177,8 @@ class AsyncSelfOptimiser:
         """Enact ``actions`` in order; return one record per action looked at (see module doc).
 
         ``proceed`` is asked before each action: once it says no (the worker no longer owns
-        the plan), the rest are not looked at and get no record.
+        the plan), the rest are not looked at and get no record; nor does an action whose
+        effect the review sink held back for that reason (``PlanLost``).
         """
         cfg = config or self._cfg
         metrics = self._metrics
@@ -202,7 +203,11 @@ class AsyncSelfOptimiser:
                     record = self._refused(plan_id, action, effect.setting, admitted)
                     dispatched = False
                 else:
-                    record = await self._dispatch(admitted, cfg, plan_id)
+                    try:
+                        record = await self._dispatch(admitted, cfg, plan_id, proceed)
+                    except PlanLost as lost:
+                        log.warning("plan %s: %s", plan_id, lost)
+                        break
                     dispatched = True
                 self._count(record, metrics, dispatched=dispatched)
                 records.append(record)
@@ -310,7 +315,11 @@ class AsyncSelfOptimiser:
     # ------------------------------------------------------------------ #
 
     async def _dispatch(
-        self, effect: Effect, cfg: OptimiserConfig, plan_id: str
+        self,
+        effect: Effect,
+        cfg: OptimiserConfig,
+        plan_id: str,
+        proceed: Callable[[], bool] | None = None,
     ) -> EnactmentRecord:
         attempted_at = self._clock.now()
         t0 = self._clock.monotonic()
@@ -322,7 +331,7 @@ class AsyncSelfOptimiser:
         elif kind is NO_OP:
             status, detail = SKIPPED, "no-op"
         else:
-            status, detail, change = await self._apply(effect, cfg, plan_id)
+            status, detail, change = await self._apply(effect, cfg, plan_id, proceed)
         if effect.note:
             detail = f"{detail}; {effect.note}"
         if status is FAILED:
@@ -345,12 +354,17 @@ class AsyncSelfOptimiser:
         )
 
     async def _apply(
-        self, effect: Effect, cfg: OptimiserConfig, plan_id: str
+        self,
+        effect: Effect,
+        cfg: OptimiserConfig,
+        plan_id: str,
+        proceed: Callable[[], bool] | None,
     ) -> tuple[EnactmentStatus, str, Change | None]:
-        """Call the subsystem that owns the action; every outcome becomes a status and a detail."""
+        """Call the subsystem that owns the action; every outcome becomes a status and a detail
+        (but ``PlanLost``: no outcome at all)."""
         action = effect.action
         try:
-            owner, call = self._prepare(effect, plan_id)
+            owner, call = self._prepare(effect, plan_id, proceed)
         except ParameterError as exc:
             return FAILED, str(exc), None
         except SubsystemUnavailable as exc:
@@ -363,6 +377,8 @@ class AsyncSelfOptimiser:
                 answer = await call
         except SubsystemUnavailable as exc:
             return SKIPPED, str(exc), None
+        except PlanLost:
+            raise
         except TimeoutError:
             answer = SubsystemResult(
                 False, f"{owner} did not answer within {cfg.subsystem_timeout_s:g}s"
@@ -379,7 +395,9 @@ class AsyncSelfOptimiser:
             self._metrics.hot_swap(action.module_name, result.succeeded)
         return (SUCCESS if result.succeeded else FAILED), result.detail, result.change
 
-    def _prepare(self, effect: Effect, plan_id: str) -> tuple[str, Awaitable[SubsystemResult]]:
+    def _prepare(
+        self, effect: Effect, plan_id: str, proceed: Callable[[], bool] | None
+    ) -> tuple[str, Awaitable[SubsystemResult]]:
         """The owner's name and the call to await; raises before anything is touched.
 
         As in the seed, parameters are read before the subsystem is looked for.
@@ -411,11 +429,16 @@ class AsyncSelfOptimiser:
                 assert isinstance(request, ModuleSwap)
                 return "orchestrator", ports.swap.hot_swap(request)
             case ActionKind.FLAG_FOR_REVIEW:
-                return "review queue", self._submit_review(action, plan_id)
+                return "review queue", self._submit_review(action, plan_id, proceed)
         raise AssertionError(f"unhandled action kind {action.action_kind!r}")  # pragma: no cover
 
-    async def _submit_review(self, action: ImprovementAction, plan_id: str) -> SubsystemResult:
-        await self._review.submit(action, plan_id=plan_id)
+    async def _submit_review(
+        self, action: ImprovementAction, plan_id: str, proceed: Callable[[], bool] | None
+    ) -> SubsystemResult:
+        if proceed is None:  # a sink of an embedder's may not know the argument
+            await self._review.submit(action, plan_id=plan_id)
+        else:
+            await self._review.submit(action, plan_id=plan_id, proceed=proceed)
         return SubsystemResult(True, "queued for review")
 
     def _refused(

@@ -11,6 +11,7 @@ In-process adapters for the seed's duck-typed objects live in ``worker.inprocess
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -97,9 +98,20 @@ class SwapPort(Protocol):
 
 
 class ReviewSink(Protocol):
-    """Where FLAG_FOR_REVIEW actions go for operators; raising means the item was not taken."""
+    """Where FLAG_FOR_REVIEW actions go for operators; raising means the item was not taken.
 
-    async def submit(self, action: ImprovementAction, *, plan_id: str) -> None: ...
+    ``proceed`` says whether the plan is still this worker's; a sink that cannot make the
+    item idempotent at its reader asks it before the item goes out, and raises ``PlanLost``
+    when it says no.
+    """
+
+    async def submit(
+        self,
+        action: ImprovementAction,
+        *,
+        plan_id: str,
+        proceed: Callable[[], bool] | None = None,
+    ) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,7 +136,13 @@ class QueueReviewSink:
             queue if queue is not None else asyncio.Queue()
         )
 
-    async def submit(self, action: ImprovementAction, *, plan_id: str) -> None:
+    async def submit(
+        self,
+        action: ImprovementAction,
+        *,
+        plan_id: str,
+        proceed: Callable[[], bool] | None = None,
+    ) -> None:
         try:
             self.queue.put_nowait(action)
         except asyncio.QueueFull:

@@ -8,12 +8,15 @@ pending items, ack the ones dealt with, send one to the back of the queue.
 from __future__ import annotations
 
 import asyncio
+import logging
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Final
 
 import aio_pika
+import aiormq
 import msgspec
 from aio_pika.abc import (
     AbstractExchange,
@@ -23,31 +26,110 @@ from aio_pika.abc import (
 
 from schemas import ImprovementAction, decode_action, encode
 from schemas.codec import JSON
+from worker.clock import Clock
 from worker.config import WorkerSettings
-from worker.errors import OptimiserError
+from worker.errors import OptimiserError, PlanLost
 from worker.publisher import PERSISTENT, Publisher
 from worker.topology import Names, queue_states
+
+log = logging.getLogger(__name__)
 
 
 class ReviewUndeliverable(OptimiserError):
     """The review queue does not exist: the broker returned the item."""
 
 
+#: The type of the state log's note that an action was flagged (and when), written before
+#: the item itself: the review queue cannot drop a repeat, so the next worker to enact the
+#: action must learn from the log when it was flagged, and send that same item again.
+FLAGGED_TYPE: Final = "review_flagged"
+
+
+class FlagMemory:
+    """When each action was flagged for review, by ``action_id``, for ``window_s`` (at most
+    ``limit`` of them): learnt from the state log, and from this worker's own flags."""
+
+    def __init__(self, *, window_s: float, limit: int, clock: Clock) -> None:
+        self._window = timedelta(seconds=window_s)
+        self._limit = limit
+        self._clock = clock
+        self._flagged: OrderedDict[str, datetime] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._flagged)
+
+    def get(self, action_id: str) -> datetime | None:
+        return self._flagged.get(action_id)
+
+    def remember(self, action_id: str, flagged_at: datetime) -> None:
+        """The first flag of an action is the one kept."""
+        self._flagged.setdefault(action_id, flagged_at)
+        oldest_kept = self._clock.now() - self._window
+        while self._flagged:
+            first = next(iter(self._flagged.values()))
+            if len(self._flagged) <= self._limit and first >= oldest_kept:
+                break
+            self._flagged.popitem(last=False)
+
+    def learn(self, properties: aiormq.spec.Basic.Properties) -> None:
+        """Take in a ``FLAGGED_TYPE`` note read from the state log."""
+        headers = properties.headers or {}
+        action_id, flagged_at = headers.get("action_id"), headers.get("flagged_at")
+        if not isinstance(action_id, str) or not isinstance(flagged_at, str):
+            log.warning("a review note without an action id or a time; ignored")
+            return
+        try:
+            self.remember(action_id, datetime.fromisoformat(flagged_at))
+        except ValueError:
+            log.warning("a review note with a time that is not one (%r); ignored", flagged_at)
+
+
 class AmqpReviewSink:
     """Publishes the action to ``exchange`` and returns once the broker has confirmed it.
 
-    ``message_id`` is the action's ``action_id``, so a reader can drop a duplicate.
+    ``message_id`` is the action's ``action_id`` and the ``flagged_at`` header says when it
+    was flagged, so a reader tells a copy (same pair) from a second flag. Before the item, a
+    note with the same time goes to the state log (through exchange ``notes``); the item then
+    goes out only while the plan is still this worker's. A worker that takes the plan over
+    finds the note and sends the same item again: a copy, never a second flag.
     """
 
     def __init__(
-        self, publisher: Publisher, exchange: AbstractExchange, *, patience_s: float | None = None
+        self,
+        publisher: Publisher,
+        exchange: AbstractExchange,
+        *,
+        notes: AbstractExchange,
+        flags: FlagMemory,
+        patience_s: float | None = None,
     ) -> None:
         self._publisher = publisher
         self._exchange = exchange
+        self._notes = notes
+        self._flags = flags
         self._patience_s = patience_s  # how long an item waits out a broker outage
 
-    async def submit(self, action: ImprovementAction, *, plan_id: str) -> None:
-        flagged_at = datetime.now(UTC)
+    async def submit(
+        self,
+        action: ImprovementAction,
+        *,
+        plan_id: str,
+        proceed: Callable[[], bool] | None = None,
+    ) -> None:
+        flagged_at = self._flags.get(action.action_id)
+        if flagged_at is None:
+            flagged_at = datetime.now(UTC)
+            await self._note(action, plan_id, flagged_at)
+        else:
+            log.info(
+                "action %s was flagged at %s by a worker that lost its plan: the same item "
+                "again", action.action_id, flagged_at.isoformat(),
+            )  # fmt: skip
+        if proceed is not None and not proceed():
+            raise PlanLost(
+                f"the delivery was lost before review item {action.action_id} went out; "
+                "whoever has the plan now sends it"
+            )
         message = aio_pika.Message(
             encode(action),
             content_type=JSON,
@@ -55,21 +137,39 @@ class AmqpReviewSink:
             message_id=action.action_id,
             type="improvement_action",
             timestamp=flagged_at,
-            # To the microsecond (the AMQP timestamp has whole seconds): a copy re-sent after a
-            # lost confirm carries the same, a second enactment would not.
             headers={
                 "plan_id": plan_id,
                 "module_name": action.module_name,
+                # To the microsecond (the AMQP timestamp has whole seconds).
                 "flagged_at": flagged_at.isoformat(),
             },
         )
-        # Retried when unconfirmed: the item's message_id is its action_id, so a reader drops
-        # a repeat. A missing queue is not transient.
+        # Retried when unconfirmed: the same message_id and flagged_at, so a reader knows a
+        # repeat. A missing queue is not transient.
         routed = await self._publisher.publish_idempotent(
             self._exchange, "", message, patience_s=self._patience_s
         )
         if not routed:
             raise ReviewUndeliverable(f"no review queue is bound to {self._exchange.name!r}")
+
+    async def _note(self, action: ImprovementAction, plan_id: str, flagged_at: datetime) -> None:
+        note = aio_pika.Message(
+            b"",
+            delivery_mode=PERSISTENT,
+            message_id=f"flagged/{action.action_id}",
+            type=FLAGGED_TYPE,
+            headers={
+                "action_id": action.action_id,
+                "plan_id": plan_id,
+                "flagged_at": flagged_at.isoformat(),
+            },
+        )
+        routed = await self._publisher.publish_idempotent(
+            self._notes, "", note, patience_s=self._patience_s
+        )
+        if not routed:
+            raise ReviewUndeliverable(f"no state log is bound to {self._notes.name!r}")
+        self._flags.remember(action.action_id, flagged_at)
 
 
 # --- the operators' side: list, show, ack, requeue ------------------------------------------

@@ -57,7 +57,7 @@ from worker.planstep import PlanStep, RecordMemory
 from worker.ports import Subsystems
 from worker.publisher import PERSISTENT, Publisher, PublishFailed
 from worker.remote import RemoteSubsystems
-from worker.review import AmqpReviewSink
+from worker.review import AmqpReviewSink, FlagMemory
 from worker.state import StateFollower
 from worker.streams import StreamFollower, StreamUnavailable, caught_up
 from worker.topology import Names, declare, queue_states
@@ -191,30 +191,11 @@ class Worker:
         results = await publish_channel.get_exchange(self.names.results_exchange)
         markers = await publish_channel.get_exchange(self.names.markers)
         publisher = Publisher(publish_channel, timeout_s=settings.publish_timeout_s)
-        subsystems = self._subsystems
-        if subsystems is None:
-            remote = await RemoteSubsystems.open(
-                publish_connection,
-                self.names,
-                timeout_s=settings.optimiser.subsystem_timeout_s,
-                clock=self.clock,
-            )
-            subsystems = remote.subsystems()
-        optimiser = AsyncSelfOptimiser(
-            subsystems=subsystems,
-            review=AmqpReviewSink(
-                publisher,
-                await publish_channel.get_exchange(self.names.review_exchange),
-                patience_s=settings.outage_wait_s,
-            ),
-            config=settings.optimiser,
-            clock=self.clock,
-            metrics=self.optimiser_metrics,
-        )
+        optimiser, flags = await self._optimiser(publish_connection, publish_channel, publisher)
         memory = RecordMemory(
             window_s=settings.dedup_window_s, limit=settings.remember_limit, clock=self.clock
         )
-        follower = StateFollower(memory, optimiser, self.names, clock=self.clock)
+        follower = StateFollower(memory, optimiser, self.names, clock=self.clock, flags=flags)
         control = ControlFollower(self.names, optimiser)
         if not await self._restore(follower, control, markers, stop):
             return
@@ -257,6 +238,42 @@ class Worker:
         await _close(publish_channel, settings.connect_timeout_s)
         self._state = "stopped"
         log.info("stopped")
+
+    async def _optimiser(
+        self,
+        connection: AbstractRobustConnection,
+        channel: AbstractChannel,
+        publisher: Publisher,
+    ) -> tuple[AsyncSelfOptimiser, FlagMemory]:
+        """The optimiser, on the subsystem servers (or the ports given) and the review queue."""
+        settings = self.settings
+        subsystems = self._subsystems
+        if subsystems is None:
+            remote = await RemoteSubsystems.open(
+                connection,
+                self.names,
+                timeout_s=settings.optimiser.subsystem_timeout_s,
+                clock=self.clock,
+            )
+            subsystems = remote.subsystems()
+        flags = FlagMemory(
+            window_s=settings.dedup_window_s, limit=settings.remember_limit, clock=self.clock
+        )
+        review = AmqpReviewSink(
+            publisher,
+            await channel.get_exchange(self.names.review_exchange),
+            notes=await channel.get_exchange(self.names.notes),
+            flags=flags,
+            patience_s=settings.outage_wait_s,
+        )
+        optimiser = AsyncSelfOptimiser(
+            subsystems=subsystems,
+            review=review,
+            config=settings.optimiser,
+            clock=self.clock,
+            metrics=self.optimiser_metrics,
+        )
+        return optimiser, flags
 
     def _lost(self, _connection: object, exc: BaseException | None = None) -> None:
         if self._stopping or exc is None or self._broker_lost:

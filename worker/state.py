@@ -7,7 +7,9 @@ dedup_window_s)`` and rebuilds two things before it consumes a single plan:
 - the records by ``action_id``: an action seen before is not enacted again; its original
   record is published again, marked ``replay``;
 - every guardrail's state (cool-downs, bounds, stabilization windows, budgets, breakers),
-  through the optimiser's ``learn()``, the path its own records take.
+  through the optimiser's ``learn()``, the path its own records take;
+- when each action was flagged for review (the notes ``worker.review`` writes before an
+  item), so that an action taken over is flagged with the same item, not a second one.
 
 It then keeps following the stream, so a standby replica stays current and takes over with
 the state of the active one. ``worker.streams.caught_up()`` tells when everything published to
@@ -26,6 +28,7 @@ from schemas import EnactmentRecord, decode_record
 from worker.clock import Clock
 from worker.optimiser import AsyncSelfOptimiser
 from worker.planstep import RecordMemory
+from worker.review import FLAGGED_TYPE, FlagMemory
 from worker.streams import StreamFollower
 from worker.topology import Names
 
@@ -42,9 +45,11 @@ class StateFollower(StreamFollower):
         names: Names,
         *,
         clock: Clock,
+        flags: FlagMemory | None = None,
     ) -> None:
         super().__init__(names.results_log)
         self.memory = memory
+        self.flags = flags
         self._optimiser = optimiser
         self._clock = clock
         self.records_read = 0
@@ -83,6 +88,10 @@ class StateFollower(StreamFollower):
 
     def take(self, message: DeliveredMessage) -> None:
         properties = message.header.properties
+        if properties.message_type == FLAGGED_TYPE:
+            if self.flags is not None:
+                self.flags.learn(properties)
+            return
         action_id = properties.message_id
         if action_id and not (properties.headers or {}).get("replay"):
             self._unread.pop(action_id, None)

@@ -75,7 +75,7 @@ class Names:
         return (
             self.plans_exchange, self.results_exchange, self.commands_exchange,
             self.dead_exchange, self.review_exchange, self.invalid_exchange, self.markers,
-            self.control,
+            self.notes, self.control,
         )  # fmt: skip
 
     @property
@@ -122,6 +122,12 @@ class Names:
     def markers(self) -> str:
         """Fanout exchange into both streams: a marker read back means "caught up"."""
         return f"{self.namespace}.markers"
+
+    @property
+    def notes(self) -> str:
+        """Fanout exchange into the state log for what the worker notes there besides records:
+        when it flagged an action for review (written before the item)."""
+        return f"{self.namespace}.notes"
 
 
 @dataclass(frozen=True, slots=True)
@@ -180,6 +186,7 @@ def layout(
             ExchangeSpec(names.invalid_exchange, fanout),
             ExchangeSpec(names.control, fanout),
             ExchangeSpec(names.markers, fanout),
+            ExchangeSpec(names.notes, fanout),
         ),
         queues=(
             QueueSpec(names.dead_queue, quorum),
@@ -195,6 +202,7 @@ def layout(
             BindingSpec(names.results_exchange, names.results_log, "#"),
             BindingSpec(names.markers, names.results_log),
             BindingSpec(names.markers, names.control),
+            BindingSpec(names.notes, names.results_log),
             BindingSpec(names.review_exchange, names.review_queue),
             BindingSpec(names.invalid_exchange, names.invalid_queue),
             BindingSpec(names.control, names.control),
