@@ -288,11 +288,6 @@ async def test_the_node_leading_the_queues_and_the_stream_stops(run: Run) -> Non
     await run.verify(expected, "leader's node stopped")
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="open defect (1 run in 3): a FLAG_FOR_REVIEW whose record the stopped node lost is "
-    "flagged again by the standby; the session note says what is known",
-)
 async def test_the_active_workers_node_stops_and_starts_again(run: Run) -> None:
     await _active_and_standby(run)
     expected = await run.publish("S")
