@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 import shutil
 import uuid
@@ -13,13 +14,15 @@ from datetime import UTC, datetime, timedelta
 from urllib.parse import urlsplit
 
 import aio_pika
+import aiormq
+import msgspec
 import pytest
 from prometheus_client import CollectorRegistry
 
-from schemas import ActionKind, EnactmentStatus, ImprovementAction
+from schemas import ActionKind, EnactmentRecord, EnactmentStatus, ImprovementAction, encode
 from tests.broker import Broker, rabbitmqctl
 from tests.conftest import ServerStarter, WorkerStarter, plan_of, wait_for
-from worker import SubsystemResult, Subsystems
+from worker import SubsystemResult, Subsystems, streams
 from worker.clock import SystemClock
 from worker.config import WorkerSettings
 from worker.errors import PlanLost
@@ -266,3 +269,48 @@ async def test_a_review_item_is_held_back_once_the_plan_is_lost_and_its_note_sta
     await follower.close()
     assert learnt.get("lost-1") == noted
     await channel.close()
+
+
+async def test_a_restore_longer_than_the_state_timeout_goes_on_while_it_makes_progress(
+    broker: Broker,
+    start_worker: WorkerStarter,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # A busy hour leaves more in the state window than state_timeout_s takes to read: the
+    # restore must not fail (and start again from scratch, for ever) while it is reading.
+    monkeypatch.setattr(streams, "PROGRESS_EVERY_S", 0.2)
+    await broker.declare_topology()
+    now = datetime.now(UTC)
+    template = EnactmentRecord(
+        plan_id="busy",
+        action=ImprovementAction(action_id="x", module_name="m", action_kind=ActionKind.NO_OP),
+        status=EnactmentStatus.SKIPPED,
+        detail="no-op",
+        attempted_at=now,
+    )
+    count = 10_000
+    bodies = [
+        encode(msgspec.structs.replace(template, action=msgspec.structs.replace(
+            template.action, action_id=f"busy-{n}"
+        )))
+        for n in range(count)
+    ]  # fmt: skip
+    underlay = await broker.channel.get_underlay_channel()  # aio-pika's Message is slow
+    for n, body in enumerate(bodies):
+        await underlay.basic_publish(
+            body,
+            exchange=broker.names.results_exchange,
+            routing_key="NO_OP.SKIPPED.m",
+            properties=aiormq.spec.Basic.Properties(
+                message_id=f"busy-{n}", message_type="enactment_record"
+            ),
+        )
+    caplog.set_level(logging.INFO, logger="worker.service")
+
+    running = await start_worker(state_timeout_s=0.5)  # ready: the restore went on
+    follower = running.worker._followers[0]
+    assert isinstance(follower, StateFollower)
+    assert follower.records_read >= count
+    progress = [m for m in caplog.messages if m.startswith("restoring guardrail state: ")]
+    assert progress, "a long restore says how far it got"

@@ -426,7 +426,7 @@ class _Exit(Exception):
 def _run(config_file: Path | None) -> int:
     settings = _settings(config_file)
     log.info("settings: %r", settings)
-    with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+    with asyncio.Runner(loop_factory=loop_factory()) as runner:
         runner.run(_serve(settings))
     return 0
 
@@ -624,8 +624,9 @@ def _stop_on_signal(stop: asyncio.Event, signum: int) -> None:
     stop.set()
 
 
-def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
-    """uvloop's loop when it is installed (``pip install self-optimiser[fast]``), else asyncio's."""
+def loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """uvloop's loop when it is installed (by default on Linux; the ``[fast]`` extra elsewhere),
+    else asyncio's."""
     try:
         import uvloop  # noqa: PLC0415 - optional dependency
     except ImportError:

@@ -80,7 +80,10 @@ class WorkerSettings:
         RETENTION_S, "How long N.results.log keeps records; must cover the two windows above."
     )
     state_timeout_s: float = setting(
-        60.0, "Time allowed to read N.results.log at start-up or to catch up with it."
+        60.0,
+        "At start-up, the longest the state streams may go without a message read before the "
+        "restore fails and is tried again (a long restore that makes progress goes on); for "
+        "the command-line tools, the time allowed to read them.",
     )
     fence_timeout_s: float = setting(
         10.0,

@@ -308,7 +308,9 @@ class Worker:
                 # a resource alarm may block (the reading one must never be).
                 await state.follow(self._connections[0], offset=since)
                 await control.follow(self._connections[0], offset="first")
-                await caught_up(markers, followers, settings.state_timeout_s)
+                await caught_up(
+                    markers, followers, settings.state_timeout_s, progress=self._restoring
+                )
                 control.caught_up()
                 log.info(
                     "state restored from %s: %d records since %s, %d action ids remembered",
@@ -331,6 +333,14 @@ class Worker:
             await _unless_stopped(asyncio.sleep(delay), stop)
             delay = min(delay * 2, 30.0)
         return False
+
+    def _restoring(self, read: int, seconds: float) -> None:
+        """A restore still under way: say how far it got, in the log and on ``/readyz``."""
+        self._state = (
+            f"restoring guardrail state: {read:,} messages read in {seconds:.0f}s "
+            f"({read / max(seconds, 1e-3):,.0f}/s)"
+        )
+        log.info("%s", self._state)
 
     async def _poll_queues(self, connection: AbstractRobustConnection) -> None:
         """Keep the queue gauges current. A poll that fails or hangs (the broker is away) drops

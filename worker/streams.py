@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import logging
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Final
 
@@ -31,6 +31,8 @@ MARKER_TYPE: Final = "stream-marker"
 STREAM_PREFETCH: Final = 1000
 #: Acknowledged together (well below the prefetch, so that deliveries never stall).
 ACK_EVERY: Final = 200
+#: How often a long catch-up (a restore) reports its progress.
+PROGRESS_EVERY_S: Final = 5.0
 
 
 class StreamUnavailable(OptimiserError):
@@ -59,6 +61,7 @@ class StreamFollower:
         self._tag: str | None = None
         self._resuming: asyncio.Task[None] | None = None
         self._connection: Connection | None = None
+        self.read = 0  # messages read, markers included: progress, for a long restore
 
     async def follow(self, connection: Connection, *, offset: datetime | str) -> None:
         """Start consuming; ``offset`` is a time or one of "first", "last", "next"."""
@@ -212,6 +215,7 @@ class StreamFollower:
         offset = (properties.headers or {}).get("x-stream-offset")
         if isinstance(offset, int):
             self._offset = offset + 1
+        self.read += 1
         # Streams need acks to keep the credit flowing; one for many saves a frame per message.
         self._unacked += 1
         marker = properties.message_type == MARKER_TYPE
@@ -263,24 +267,47 @@ async def last_offset(connection: Connection, stream: str, *, quiet_s: float = 0
 
 
 async def caught_up(
-    markers: AbstractExchange, followers: Sequence[StreamFollower], timeout_s: float
+    markers: AbstractExchange,
+    followers: Sequence[StreamFollower],
+    timeout_s: float,
+    *,
+    progress: Callable[[int, float], None] | None = None,
 ) -> None:
     """Return once every follower has read everything published to its stream before this call.
 
-    Raises ``StreamUnavailable`` naming the streams that did not give the marker back in time.
+    Without ``progress``, all of it within ``timeout_s``. With it (a restore, which may have
+    millions of records to read), ``timeout_s`` bounds a *stall*: the wait goes on while the
+    followers keep reading, and ``progress(messages read, seconds)`` is called every
+    ``PROGRESS_EVERY_S``. Raises ``StreamUnavailable`` naming the streams that did not give
+    the marker back in time.
     """
     marker = uuid.uuid4().hex
     waiting = {follower.stream: follower.expect(marker) for follower in followers}
+    loop = asyncio.get_running_loop()
+    started = loop.time()
     try:
-        async with asyncio.timeout(timeout_s):
+        async with asyncio.timeout(timeout_s) as deadline:
             await markers.publish(
                 aio_pika.Message(b"", type=MARKER_TYPE, message_id=marker), routing_key=""
             )
-            await asyncio.gather(*waiting.values())
+            every = asyncio.gather(*waiting.values())
+            read = sum(f.read for f in followers)
+            while True:
+                done, _ = await asyncio.wait({every}, timeout=PROGRESS_EVERY_S)
+                if done:
+                    every.result()
+                    break
+                if progress is not None and (now := sum(f.read for f in followers)) > read:
+                    read = now
+                    progress(read, loop.time() - started)
+                    deadline.reschedule(loop.time() + timeout_s)
     except TimeoutError:
         late = [stream for stream, seen in waiting.items() if not seen.done()]
+        what = (
+            f"within {timeout_s:g}s" if progress is None else f"(nothing read for {timeout_s:g}s)"
+        )
         raise StreamUnavailable(
-            f"{', '.join(late) or 'the streams'} did not give back a marker within {timeout_s:g}s"
+            f"{', '.join(late) or 'the streams'} did not give back a marker {what}"
         ) from None
     except asyncio.CancelledError:
         task = asyncio.current_task()

@@ -18,6 +18,8 @@ from faststream import AckPolicy, FastStream
 from faststream.rabbit import Channel, ExchangeType, RabbitBroker, RabbitExchange, RabbitQueue
 from pydantic import BaseModel
 
+from worker.cli import loop_factory
+
 
 class Action(BaseModel):
     action_id: str
@@ -81,4 +83,5 @@ def build(url: str, namespace: str, prefetch: int) -> FastStream:
 
 
 if __name__ == "__main__":
-    asyncio.run(build(sys.argv[1], sys.argv[2], int(sys.argv[3])).run(log_level=30))
+    with asyncio.Runner(loop_factory=loop_factory()) as runner:
+        runner.run(build(sys.argv[1], sys.argv[2], int(sys.argv[3])).run(log_level=30))
