@@ -30,8 +30,13 @@ from tenacity import (
 )
 from yarl import URL
 
+from worker import frames
 from worker.config import WorkerSettings
 from worker.errors import ConfigError, OptimiserError
+
+# Before any frame is read: one byte that is not UTF-8 in a delivery's short strings must not
+# cost the connection (and every plan prefetched on it).
+frames.install()
 
 log = logging.getLogger(__name__)
 

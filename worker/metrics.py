@@ -46,7 +46,10 @@ _MODULE_KINDS: Final = (
 #: Label values the worker's own counters know at start-up: each series exists at 0, so
 #: `increase()` sees the first event (a series born at 1 hides it).
 PLAN_OUTCOMES: Final = ("acked", "parked", "requeued")
-PARK_REASONS: Final = ("too_large", "content_type", "content_encoding", "malformed", "invalid")
+PARK_REASONS: Final = (
+    "too_large", "content_type", "content_encoding", "malformed", "invalid",
+    "unreadable_properties",
+)  # fmt: skip
 PUBLISH_TARGETS: Final = ("results", "invalid", "review")
 
 

@@ -45,6 +45,7 @@ from schemas import (
 )
 from schemas.codec import JSON, PLAN_CONTENT_TYPES
 from schemas.control import ControlMessage
+from worker import frames
 from worker.clock import Clock, SystemClock
 from worker.config import WorkerSettings
 from worker.connection import connect
@@ -523,6 +524,11 @@ class _PlanHandler:
                 log.warning("could not consume %s again: %s", follower.stream, exc)
 
     def _read(self, message: AbstractIncomingMessage) -> Plan:
+        where = frames.unreadable(message.routing_key, message.properties)
+        if where:
+            raise _Unreadable(
+                "unreadable_properties", f"bytes that are not UTF-8 in the {'; the '.join(where)}"
+            )
         limit = self._settings.max_plan_bytes
         if len(message.body) > limit:
             raise _Unreadable("too_large", f"body of {len(message.body)} bytes exceeds {limit}")
@@ -596,23 +602,37 @@ class _PlanHandler:
         return len(unroutable)
 
     async def _park(self, message: AbstractIncomingMessage, kind: str, reason: str) -> None:
-        """Move an unreadable plan to ``N.plans.invalid``, body intact, reason in ``x-error``."""
+        """Move an unreadable plan to ``N.plans.invalid``, body intact, reason in ``x-error``.
+
+        Bytes that are not UTF-8 cannot be encoded again as they came: names and strings go
+        as ``frames.shown`` writes them, the routing key and message id also as their bytes
+        (``x-original-routing-key-bytes``, ``x-original-message-id-bytes``).
+        """
         headers = _encodable(message.headers or {})
+        routing_key, message_id = message.routing_key or "", message.message_id or ""
+        content_type, content_encoding = message.content_type, message.content_encoding
+        if kind == "unreadable_properties":
+            headers = frames.readable(headers)
+            headers["x-original-routing-key-bytes"] = bytearray(frames.raw(routing_key))
+            headers["x-original-message-id-bytes"] = bytearray(frames.raw(message_id))
+            routing_key, message_id = frames.shown(routing_key), frames.shown(message_id)
+            content_type = frames.readable(content_type)
+            content_encoding = frames.readable(content_encoding)
         headers.update(
             {
                 "x-error": reason[:MAX_ERROR_HEADER],
                 "x-error-kind": kind,
                 "x-original-exchange": message.exchange or "",
-                "x-original-routing-key": message.routing_key or "",
-                "x-original-message-id": message.message_id or "",
+                "x-original-routing-key": routing_key,
+                "x-original-message-id": message_id,
                 "x-parked-at": datetime.now(UTC).isoformat(),
             }
         )
         parked = aio_pika.Message(
             message.body,
             headers=headers,
-            content_type=message.content_type,
-            content_encoding=message.content_encoding,
+            content_type=content_type,
+            content_encoding=content_encoding,
             delivery_mode=PERSISTENT,
             # A fresh id: returns are matched by message_id, and the planner's may repeat.
             message_id=f"parked-{message.delivery_tag}-{time.monotonic_ns()}",

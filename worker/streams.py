@@ -22,6 +22,7 @@ from aio_pika.abc import AbstractExchange, AbstractRobustChannel
 from aio_pika.abc import AbstractRobustConnection as Connection
 from aiormq.abc import DeliveredMessage
 
+from worker import frames
 from worker.errors import OptimiserError
 
 log = logging.getLogger(__name__)
@@ -226,6 +227,13 @@ class StreamFollower:
             waiting = self._markers.get(properties.message_id or "")
             if waiting is not None and not waiting.done():
                 waiting.set_result(None)
+            return
+        where = frames.unreadable(message.routing_key, properties)
+        if where:  # nothing of ours: a reader after this one must not stall on it either
+            log.warning(
+                "a message in %s at offset %s has bytes that are not UTF-8 in the %s: not one "
+                "of ours, skipped", self.stream, offset, "; the ".join(where),
+            )  # fmt: skip
             return
         self.take(message)
 
