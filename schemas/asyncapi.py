@@ -50,7 +50,10 @@ DOCUMENT: Final = Path(__file__).with_name("asyncapi.json")
 DEFAULT_NAMESPACE: Final = "optimiser"
 AMQP_BINDING: Final = "0.3.0"
 #: The worker's reasons for parking a plan, in header ``x-error-kind``.
-PARK_REASONS: Final = ("too_large", "content_type", "content_encoding", "malformed", "invalid")
+PARK_REASONS: Final = (
+    "too_large", "content_type", "content_encoding", "malformed", "invalid",
+    "unreadable_properties",
+)  # fmt: skip
 #: The Structs whose schemas are components; the types they use come along.
 _TYPES: Final[tuple[type[Message], ...]] = (
     Plan,
@@ -477,6 +480,13 @@ def _messages() -> dict[str, Any]:
                     "x-original-routing-key": text,
                     "x-original-message-id": text,
                     "x-parked-at": {**text, "format": "date-time"},
+                    **{
+                        f"x-original-{name}-bytes": {
+                            "description": f"For `unreadable_properties` only: the {name} as "
+                            "its bytes (an AMQP byte array), since they are not UTF-8.",
+                        }
+                        for name in ("routing-key", "message-id")
+                    },
                 },
             ),
         ),
