@@ -36,6 +36,7 @@ from schemas.commands import (
     SwapModule,
     TuneThreshold,
 )
+from worker import frames
 from worker.clock import Clock, SystemClock
 from worker.errors import SubsystemUnavailable
 from worker.ports import (
@@ -49,6 +50,9 @@ from worker.ports import (
 from worker.topology import Names
 
 log = logging.getLogger(__name__)
+
+# It connects without worker.connection: a command it cannot read must not cost the connection.
+frames.install()
 
 _command_decoder: Final = msgspec.json.Decoder(SubsystemCommand)
 
