@@ -10,48 +10,116 @@ records and settles the delivery. It knows nothing of AMQP.
 
 from __future__ import annotations
 
-from collections import OrderedDict
-from collections.abc import Callable
-from datetime import timedelta
+import math
+from collections import deque
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Final
 
 import msgspec
 
 from schemas import EnactmentRecord, EnactmentStatus, ImprovementAction, Plan
 from worker.clock import Clock
+from worker.errors import OptimiserError
 from worker.metrics import OptimiserMetrics
 from worker.optimiser import AsyncSelfOptimiser
 
+#: A remembered record's offset in the state stream and its time (milliseconds since the
+#: epoch), packed into one int: a million of them are a fraction of the records they stand for.
+_OFFSET_BITS: Final = 48
+_OFFSET_MASK: Final = (1 << _OFFSET_BITS) - 1
+
 
 class RecordMemory:
-    """Records by ``action_id`` for ``window_s`` (at most ``limit`` of them), oldest first out."""
+    """Which actions have a record, for ``window_s`` (at most ``limit`` of them), oldest first
+    out; and each one's first record, for a replay.
 
-    def __init__(self, *, window_s: float, limit: int, clock: Clock) -> None:
-        self._window = timedelta(seconds=window_s)
+    Compact, because a busy hour is a million records: of a record the stream has handed
+    back, only its offset in the stream is kept (``fetch`` reads it again for a replay, which
+    is rare: a redelivered plan); a record is kept whole only until then (this worker's own,
+    just published: ``located`` once read back).
+    """
+
+    def __init__(
+        self,
+        *,
+        window_s: float,
+        limit: int,
+        clock: Clock,
+        fetch: Callable[[list[int]], Awaitable[dict[int, EnactmentRecord]]] | None = None,
+    ) -> None:
+        self._window_s = window_s
         self._limit = limit
         self._clock = clock
-        self._records: OrderedDict[str, EnactmentRecord] = OrderedDict()
+        self._fetch = fetch
+        # action_id -> its record, or offset | milliseconds << _OFFSET_BITS; in arrival order
+        self._entries: dict[str, EnactmentRecord | int] = {}
+        self._order: deque[str] = deque()
 
     def __len__(self) -> int:
-        return len(self._records)
+        return len(self._entries)
 
-    def get(self, action_id: str) -> EnactmentRecord | None:
-        return self._records.get(action_id)
+    def __contains__(self, action_id: str) -> bool:
+        return action_id in self._entries
 
-    def remember(self, record: EnactmentRecord) -> None:
-        """Keep the first record of an action; replays and later copies change nothing."""
+    async def recall(self, action_ids: Iterable[str]) -> dict[str, EnactmentRecord]:
+        """The first record of each of ``action_ids`` remembered, read again from the stream
+        where only its offset is kept (in one go: a redelivered plan's are close together)."""
+        records: dict[str, EnactmentRecord] = {}
+        offsets: dict[int, str] = {}
+        for action_id in action_ids:
+            entry = self._entries.get(action_id)
+            if isinstance(entry, EnactmentRecord):
+                records[action_id] = entry
+            elif entry is not None:
+                offsets[entry & _OFFSET_MASK] = action_id
+        if not offsets:
+            return records
+        if self._fetch is None:
+            raise OptimiserError("records to replay are in the state stream, unreadable here")
+        for offset, record in (await self._fetch(list(offsets))).items():
+            action_id = offsets[offset]
+            if record.action.action_id != action_id:
+                raise OptimiserError(
+                    f"the state stream holds {record.action.action_id} at offset {offset}, "
+                    f"not {action_id}: the stream was replaced under this worker"
+                )
+            records[action_id] = record
+        return records
+
+    def remember(self, record: EnactmentRecord, offset: int | None = None) -> None:
+        """Keep the first record of an action (only its ``offset`` in the stream, if known);
+        replays and later copies change nothing."""
         action_id = record.action.action_id
-        if action_id in self._records or record.replay:
+        if action_id in self._entries or record.replay:
             return
-        self._records[action_id] = record
+        self._entries[action_id] = record if offset is None else _packed(record, offset)
+        self._order.append(action_id)
         self._forget_old()
 
+    def located(self, action_id: str, offset: int) -> None:
+        """The stream handed back the record kept whole: from now on keep its offset only."""
+        entry = self._entries.get(action_id)
+        if isinstance(entry, EnactmentRecord):
+            self._entries[action_id] = _packed(entry, offset)
+
     def _forget_old(self) -> None:
-        oldest_kept = self._clock.now() - self._window
-        while self._records:
-            first = next(iter(self._records.values()))
-            if len(self._records) <= self._limit and first.attempted_at >= oldest_kept:
+        oldest_kept = (self._clock.now().timestamp() - self._window_s) * 1000
+        entries, order = self._entries, self._order
+        while order:
+            entry = entries[order[0]]
+            at = (
+                entry.attempted_at.timestamp() * 1000
+                if isinstance(entry, EnactmentRecord)
+                else entry >> _OFFSET_BITS
+            )
+            if len(entries) <= self._limit and at >= oldest_kept:
                 break
-            self._records.popitem(last=False)
+            del entries[order.popleft()]
+
+
+def _packed(record: EnactmentRecord, offset: int) -> int:
+    # Rounded up: a record is forgotten no earlier than its window says.
+    return offset | (math.ceil(record.attempted_at.timestamp() * 1000) << _OFFSET_BITS)
 
 
 class PlanStep:
@@ -80,7 +148,7 @@ class PlanStep:
         the broker gives the plan to next enacts them.
         """
         memory = self.memory
-        fresh = [a for a in plan.actions if memory.get(a.action_id) is None]
+        fresh = [a for a in plan.actions if a.action_id not in memory]
         by_id: dict[str, EnactmentRecord] = {}
         if fresh:
             enacted = await self.optimiser.enact(fresh, plan_id=plan.plan_id, proceed=owned)
@@ -89,11 +157,14 @@ class PlanStep:
             for record in enacted:
                 memory.remember(record)
                 by_id[record.action.action_id] = record
+        originals = await memory.recall(
+            a.action_id for a in plan.actions if a.action_id not in by_id
+        )
         records = []
         for action in plan.actions:
             own = by_id.get(action.action_id)
             if own is None:
-                original = memory.get(action.action_id)
+                original = originals.get(action.action_id)
                 if original is None:  # not looked at: the plan stopped being ours
                     continue
                 own = msgspec.structs.replace(original, replay=True)

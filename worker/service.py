@@ -20,7 +20,7 @@ import contextlib
 import logging
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final, TypeVar
 
@@ -40,6 +40,7 @@ from schemas import (
     EnactmentStatus,
     Plan,
     decode_plan,
+    decode_record,
     encode,
     routing_key,
 )
@@ -60,7 +61,7 @@ from worker.publisher import PERSISTENT, Publisher, PublishFailed
 from worker.remote import RemoteSubsystems
 from worker.review import AmqpReviewSink, FlagMemory
 from worker.state import StateFollower
-from worker.streams import StreamFollower, StreamUnavailable, caught_up
+from worker.streams import StreamFollower, StreamUnavailable, caught_up, read_offsets
 from worker.topology import Names, declare, queue_states
 
 log = logging.getLogger(__name__)
@@ -193,8 +194,17 @@ class Worker:
         markers = await publish_channel.get_exchange(self.names.markers)
         publisher = Publisher(publish_channel, timeout_s=settings.publish_timeout_s)
         optimiser, flags = await self._optimiser(publish_connection, publish_channel, publisher)
+
+        async def fetch(offsets: Sequence[int]) -> dict[int, EnactmentRecord]:
+            stream, timeout_s = self.names.results_log, settings.fence_timeout_s
+            read = await read_offsets(publish_connection, stream, offsets, timeout_s)
+            return {offset: decode_record(message.body) for offset, message in read.items()}
+
         memory = RecordMemory(
-            window_s=settings.dedup_window_s, limit=settings.remember_limit, clock=self.clock
+            window_s=settings.dedup_window_s,
+            limit=settings.remember_limit,
+            clock=self.clock,
+            fetch=fetch,
         )
         follower = StateFollower(memory, optimiser, self.names, clock=self.clock, flags=flags)
         control = ControlFollower(self.names, optimiser)

@@ -5,7 +5,8 @@ At start-up the worker reads that stream from ``now - max(state window of the gu
 dedup_window_s)`` and rebuilds two things before it consumes a single plan:
 
 - the records by ``action_id``: an action seen before is not enacted again; its original
-  record is published again, marked ``replay``;
+  record (read again from the stream at the offset remembered) is published again, marked
+  ``replay``;
 - every guardrail's state (cool-downs, bounds, stabilization windows, budgets, breakers),
   through the optimiser's ``learn()``, the path its own records take;
 - when each action was flagged for review (the notes ``worker.review`` writes before an
@@ -93,11 +94,16 @@ class StateFollower(StreamFollower):
                 self.flags.learn(properties)
             return
         action_id = properties.message_id
-        if action_id and not (properties.headers or {}).get("replay"):
+        headers = properties.headers or {}
+        offset = headers.get("x-stream-offset")
+        offset = offset if isinstance(offset, int) else None
+        if action_id and not headers.get("replay"):
             self._unread.pop(action_id, None)
-        if action_id and self.memory.get(action_id) is not None:
+        if action_id and action_id in self.memory:
             # Known already (this worker's own record, read back): the first record of an
             # action is the one kept, and its cool-down was armed when it was learnt.
+            if offset is not None:
+                self.memory.located(action_id, offset)
             return
         try:
             record = decode_record(message.body)
@@ -105,9 +111,10 @@ class StateFollower(StreamFollower):
             log.warning("a message in %s is not a record; ignored", self.stream)
             return
         self.records_read += 1
-        self.learn(record)
+        self.learn(record, offset)
 
-    def learn(self, record: EnactmentRecord) -> None:
-        """Take in one record enacted by another worker (or by this one before a restart)."""
-        self.memory.remember(record)
+    def learn(self, record: EnactmentRecord, offset: int | None = None) -> None:
+        """Take in one record enacted by another worker (or by this one before a restart),
+        found at ``offset`` in the stream."""
+        self.memory.remember(record, offset)
         self._optimiser.learn(record)

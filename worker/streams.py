@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import logging
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 from typing import Final
 
@@ -272,6 +272,63 @@ async def last_offset(connection: Connection, stream: str, *, quiet_s: float = 0
         with contextlib.suppress(Exception):
             await channel.close()
     return max(seen, default=-1)
+
+
+async def read_offsets(
+    connection: Connection, stream: str, offsets: Iterable[int], timeout_s: float
+) -> dict[int, DeliveredMessage]:
+    """The messages at ``offsets`` of ``stream``, each run of nearby offsets read by one
+    consumer of its own from the run's first.
+
+    Raises ``StreamUnavailable`` if the stream no longer holds one of them (retention took
+    it) or they did not all come within ``timeout_s``.
+    """
+    wanted = sorted(set(offsets))
+    found: dict[int, DeliveredMessage] = {}
+    start = 0
+    for end in range(1, len(wanted) + 1):
+        if end == len(wanted) or wanted[end] - wanted[end - 1] > STREAM_PREFETCH:
+            run = wanted[start:end]
+            found.update(await _read_run(connection, stream, run, timeout_s))
+            start = end
+    return found
+
+
+async def _read_run(
+    connection: Connection, stream: str, run: list[int], timeout_s: float
+) -> dict[int, DeliveredMessage]:
+    channel = await connection.channel()
+    wanted = set(run)
+    found: dict[int, DeliveredMessage] = {}
+    done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    async def take(message: DeliveredMessage) -> None:
+        at = (message.header.properties.headers or {}).get("x-stream-offset")
+        if done.done() or not isinstance(at, int) or at < run[0]:
+            return  # the chunk holding the first offset may start before it
+        if at in wanted:
+            found[at] = message
+        missing = [offset for offset in run if offset <= at and offset not in found]
+        if missing:
+            error = f"{stream} no longer holds offset {missing[0]} (it went on at {at})"
+            done.set_exception(StreamUnavailable(error))
+        elif len(found) == len(run):
+            done.set_result(None)
+
+    try:
+        underlay = await channel.get_underlay_channel()
+        await channel.set_qos(prefetch_count=STREAM_PREFETCH)
+        await underlay.basic_consume(stream, take, arguments={"x-stream-offset": run[0]})
+        async with asyncio.timeout(timeout_s):
+            await done
+        return found
+    except TimeoutError:
+        raise StreamUnavailable(
+            f"{stream} did not hand over offsets {run[0]}..{run[-1]} within {timeout_s:g}s"
+        ) from None
+    finally:
+        with contextlib.suppress(Exception):
+            await channel.close()
 
 
 async def caught_up(
