@@ -121,9 +121,12 @@ def markdown(e2e: dict[str, Any], summary: dict[str, Any]) -> str:
             f"| backlog of {m['backlog_plans']:,} plans, while enacting the first "
             f"{m['processed_actions']:,} actions | {m['peak_rss_mb']:.1f} MB |"
         )
-    lines += ["", "| worker start-up (to consuming) | seconds |", "|---|---|"]
+    lines += ["", "| worker start-up (to consuming) | seconds | peak resident |", "|---|---|---|"]
     for s in e2e["startup"]:
-        lines.append(f"| {s['records']:,} records to replay | {s['seconds']:.2f} s |")
+        lines.append(
+            f"| {s['records']:,} records in the state window | {s['seconds']:.2f} s "
+            f"| {s.get('peak_rss_mb', 0):.0f} MB |"
+        )
     return "\n".join(lines)
 
 
