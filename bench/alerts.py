@@ -446,6 +446,7 @@ async def _killed(stack: Stack, channel: aio_pika.abc.AbstractChannel) -> None:
     stack.planning = True
     await stack.until(killed, 420)
     restarted = stack.mark("worker started again")
+    stack.worker.lines.clear()  # wait_consuming looks for the new process's line
     await stack.worker.start()
     await stack.worker.wait_consuming(timeout=60)
     consuming = stack.mark("worker consuming again")
