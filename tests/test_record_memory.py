@@ -9,12 +9,13 @@ from datetime import UTC, datetime, timedelta
 import aio_pika
 import pytest
 
-from schemas import ActionKind, EnactmentRecord, EnactmentStatus, ImprovementAction, encode
+from schemas import ActionKind, EnactmentRecord, EnactmentStatus, ImprovementAction, Plan, encode
 from tests.broker import Broker
 from worker import streams
 from worker.clock import ManualClock
 from worker.errors import OptimiserError
-from worker.planstep import RecordMemory
+from worker.optimiser import AsyncSelfOptimiser
+from worker.planstep import PlanStep, RecordMemory
 
 
 def record(action_id: str, at: datetime, *, replay: bool = False) -> EnactmentRecord:
@@ -159,3 +160,25 @@ async def test_read_offsets_says_when_retention_took_an_offset(broker: Broker) -
             await streams.read_offsets(connection, stream_name, [0, last], timeout_s=10)
         read = await streams.read_offsets(connection, stream_name, [last], timeout_s=10)
         assert read[last].body == encode(record("r-199", now))
+
+
+async def test_when_the_originals_cannot_be_read_back_nothing_of_the_plan_is_enacted() -> None:
+    clock = ManualClock()
+
+    async def unavailable(offsets: list[int]) -> dict[int, EnactmentRecord]:
+        raise streams.StreamUnavailable("the state stream did not answer")
+
+    memory = RecordMemory(window_s=60, limit=10, clock=clock, fetch=unavailable)
+    memory.remember(record("before", clock.now()), 3)
+    optimiser = AsyncSelfOptimiser(clock=clock)
+    step = PlanStep(optimiser, memory, clock=clock)
+    plan = Plan(
+        plan_id="again",
+        actions=[
+            ImprovementAction(action_id=i, module_name="m", action_kind=ActionKind.NO_OP)
+            for i in ("before", "new")
+        ],
+    )
+    with pytest.raises(streams.StreamUnavailable):
+        await step.run(plan)
+    assert "new" not in memory  # not enacted: the plan can come again whole

@@ -148,7 +148,10 @@ class PlanStep:
         the broker gives the plan to next enacts them.
         """
         memory = self.memory
-        fresh = [a for a in plan.actions if a.action_id not in memory]
+        # The originals first: if the stream cannot give them back now, nothing is enacted
+        # and the plan can simply come again.
+        originals = await memory.recall(a.action_id for a in plan.actions if a.action_id in memory)
+        fresh = [a for a in plan.actions if a.action_id not in originals]
         by_id: dict[str, EnactmentRecord] = {}
         if fresh:
             enacted = await self.optimiser.enact(fresh, plan_id=plan.plan_id, proceed=owned)
@@ -157,9 +160,6 @@ class PlanStep:
             for record in enacted:
                 memory.remember(record)
                 by_id[record.action.action_id] = record
-        originals = await memory.recall(
-            a.action_id for a in plan.actions if a.action_id not in by_id
-        )
         records = []
         for action in plan.actions:
             own = by_id.get(action.action_id)

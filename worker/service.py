@@ -454,7 +454,17 @@ class _PlanHandler:
                 return
             if not await self._fence(plan.plan_id, message):
                 return
-            records = await self._step.run(plan, owned=lambda: _owned(message))
+            try:
+                records = await self._step.run(plan, owned=lambda: _owned(message))
+            except StreamUnavailable as exc:
+                log.warning(
+                    "plan %s: the records of its actions enacted before could not be read back "
+                    "(%s); nothing enacted, it returns to the queue in 1s", plan.plan_id, exc,
+                )  # fmt: skip
+                await asyncio.sleep(1.0)
+                await _settle(message, requeue=True)
+                self._metrics.plans_consumed.labels("requeued").inc()
+                return
         # The actions are enacted: their records must go out, however long the broker takes.
         # Nacking would have the plan enacted again.
         unroutable = await self._publish_until_confirmed(plan.plan_id, records)
