@@ -88,9 +88,15 @@ class Command:
 
     async def finish(self, timeout: float = 30.0) -> int:
         assert self.process is not None
-        async with asyncio.timeout(timeout):
-            code = await self.process.wait()
-            await asyncio.gather(*self._readers)
+        try:
+            async with asyncio.timeout(timeout):
+                code = await self.process.wait()
+                await asyncio.gather(*self._readers)
+        except TimeoutError:
+            shown = "\n".join(["stdout:", *self.out[-10:], "stderr:", *self.err[-20:]])
+            raise AssertionError(
+                f"{self.argv[3:]} did not end within {timeout}s\n{shown}"
+            ) from None
         return code
 
     async def interrupt(self) -> int:
