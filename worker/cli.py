@@ -592,8 +592,16 @@ def _definitions(args: argparse.Namespace) -> int:
 
 def _tail(args: argparse.Namespace) -> int:
     settings = _tool_settings(args.config)
-    asyncio.run(
-        tail_records(
+
+    async def follow() -> None:
+        # Ctrl-C (or SIGTERM) ends the wait itself: tail then closes its connection and
+        # exits 0, instead of relying on the main task's cancellation reaching every task the
+        # robust connection keeps (CI saw a tail that did not end within 30 s of SIGINT).
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, _stop_or_exit, stop)
+        await tail_records(
             settings,
             kind=args.kind,
             status=args.status,
@@ -602,9 +610,18 @@ def _tail(args: argparse.Namespace) -> int:
             as_json=args.json,
             # Line by line into a pipe too (`tail | grep`), as it comes.
             out=lambda line: print(line, flush=True),
+            stop=stop,
         )
-    )
+
+    asyncio.run(follow())
     return 0
+
+
+def _stop_or_exit(stop: asyncio.Event) -> None:
+    """The first signal asks to stop; a second one exits at once."""
+    if stop.is_set():
+        os._exit(130)
+    stop.set()
 
 
 async def _serve(settings: WorkerSettings) -> None:
