@@ -4,6 +4,7 @@ that no longer matches. ``streams.read_offsets`` against a real stream."""
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta
 
 import aio_pika
@@ -182,3 +183,26 @@ async def test_when_the_originals_cannot_be_read_back_nothing_of_the_plan_is_ena
     with pytest.raises(streams.StreamUnavailable):
         await step.run(plan)
     assert "new" not in memory  # not enacted: the plan can come again whole
+
+
+async def test_read_offsets_reads_a_run_longer_than_the_prefetch(broker: Broker) -> None:
+    # Offsets 900 apart make one run (a redelivered plan's records, interleaved with others'),
+    # spanning three times the consumer's prefetch: the reader must keep the credit flowing.
+    stream_name = f"{broker.names.namespace}.long-run"
+    queue = await broker.channel.declare_queue(
+        stream_name, durable=True, arguments={"x-queue-type": "stream"}
+    )
+    broker.extra_queues.append(stream_name)
+    bodies = [f"message {n}".encode() for n in range(2 * streams.STREAM_PREFETCH + 800)]
+    channel = await broker.connection.channel(publisher_confirms=True)
+    await asyncio.gather(
+        *(
+            channel.default_exchange.publish(aio_pika.Message(body), routing_key=queue.name)
+            for body in bodies
+        )
+    )
+    wanted = list(range(0, len(bodies), 900))
+    connection = await aio_pika.connect_robust(broker.url)
+    async with connection:
+        read = await streams.read_offsets(connection, stream_name, wanted, timeout_s=10)
+    assert {o: m.body for o, m in read.items()} == {o: bodies[o] for o in wanted}

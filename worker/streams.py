@@ -302,7 +302,15 @@ async def _read_run(
     found: dict[int, DeliveredMessage] = {}
     done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
+    unacked = 0
+
     async def take(message: DeliveredMessage) -> None:
+        nonlocal unacked
+        # A run may span more than the prefetch: acks keep the credit flowing.
+        unacked += 1
+        if unacked >= ACK_EVERY and message.delivery_tag is not None and not done.done():
+            unacked = 0
+            await message.channel.basic_ack(message.delivery_tag, multiple=True)
         at = (message.header.properties.headers or {}).get("x-stream-offset")
         if done.done() or not isinstance(at, int) or at < run[0]:
             return  # the chunk holding the first offset may start before it
