@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import signal
 import sys
 import time
 import urllib.parse
@@ -211,3 +212,16 @@ async def test_a_one_shot_command_that_loses_the_broker_stops_at_once_with_broke
     with pytest.raises(BrokerLost, match=r"^lost the broker at amqp://guest:\*\*\*@127\.0\.0\.1"):
         await command()
     assert time.monotonic() - started < 10
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+async def test_tail_stops_on_ctrl_c_or_sigterm_closes_its_queue_and_exits_0(
+    broker: Broker, amqp_url: str, signum: signal.Signals
+) -> None:
+    await broker.declare_topology()
+    tail = await Command(amqp_url, broker.names.namespace, "tail").start()
+    await _until(lambda: tail.out, "the header tail prints once it follows")
+    assert tail.process is not None
+    tail.process.send_signal(signum)
+    assert await tail.finish() == 0, tail.err
+    assert tail.err == []  # no traceback, no library lines

@@ -247,8 +247,7 @@ async def tail_records(
         await stop.wait()
     finally:
         connection.close_callbacks.discard(on_lost)
-        # Bounded: Ctrl-C must end `tail` even if the broker never answers the close (seen
-        # once in CI, right after a reconnect through a proxy: tail did not exit in 30 s).
+        # Bounded: a stopped `tail` must end even if the broker never answers the close.
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(settings.connect_timeout_s):
                 await connection.close()
