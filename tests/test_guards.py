@@ -301,6 +301,29 @@ async def test_a_half_open_breaker_lets_one_trial_through(clock: ManualClock) ->
     assert optimiser.breakers() == []
 
 
+async def test_a_half_open_breaker_with_no_trial_for_a_window_closes_as_a_restart_sees_it(
+    clock: ManualClock,
+) -> None:
+    """The failures that opened it are older than the guards' window, all a restarted worker
+    reads again: the active worker decides as that one does (it did not, before)."""
+    orchestrator = seed_orchestrator(SwapOutcome.ROLLED_BACK, "health check failed")
+    active = optimiser_for(clock, orchestrator=orchestrator, swap_budget=100, **NO_COOL_DOWN)
+    for _ in range(3):
+        await one(active, action(K.HOT_SWAP_MODULE, "memory"))
+    clock.advance(600)
+    assert [v.state for v in active.breakers()] == ["half-open"]
+    clock.advance(600)  # after the cool-off, a whole window without a trial
+    assert active.breakers() == []
+    restarted = optimiser_for(clock, orchestrator=orchestrator, swap_budget=100, **NO_COOL_DOWN)
+
+    mine = await one(active, action(K.HOT_SWAP_MODULE, "memory"))
+    theirs = await one(restarted, action(K.HOT_SWAP_MODULE, "memory"))
+    assert mine.status is theirs.status is S.FAILED
+    assert mine.guard == theirs.guard
+    assert mine.detail == theirs.detail  # no "half-open" trial note
+    assert active.breakers() == []  # one failure of three again, not open at once
+
+
 async def test_an_operator_reset_closes_a_breaker(clock: ManualClock) -> None:
     orchestrator = seed_orchestrator(SwapOutcome.ROLLED_BACK, "health check failed")
     optimiser = optimiser_for(clock, orchestrator=orchestrator, swap_budget=100, **NO_COOL_DOWN)

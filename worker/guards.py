@@ -215,7 +215,8 @@ class Breaker(Guard):
     """A circuit breaker per (module, kind): ``breaker_failures`` FAILED within
     ``breaker_window_s`` open it, and one review item says so. While open its actions are
     SKIPPED; after ``breaker_cool_off_s`` one trial goes through (half-open): a SUCCESS closes
-    it, a FAILED opens it again (people heard already). An operator's reset closes it."""
+    it, a FAILED opens it again (people heard already). No trial within ``breaker_window_s``
+    after that closes it too. An operator's reset closes it."""
 
     name = "breaker"
 
@@ -227,7 +228,7 @@ class Breaker(Guard):
         if config.breaker_failures == 0 or action.action_kind not in CHANGES:
             return effect
         state = self._states.get((action.module_name, action.action_kind))
-        if state is None or state.opened is None:
+        if state is None or state.opened is None or _stale(state, config, now.monotonic):
             return effect
         until = state.opened + config.breaker_cool_off_s
         if now.monotonic < until:
@@ -255,6 +256,8 @@ class Breaker(Guard):
         state = self._states.setdefault(key, _BreakerState())
         if at <= state.reset_at:
             return None
+        if _stale(state, config, at):
+            state.opened = None
         if state.opened is not None or record.guard == self.name:
             # A failed trial (or a late failure while open): open again, quietly.
             state.opened, state.failures = at, deque()
@@ -283,7 +286,7 @@ class Breaker(Guard):
         """The breakers that are not closed."""
         views = []
         for (module, kind), state in sorted(self._states.items()):
-            if state.opened is None:
+            if state.opened is None or _stale(state, config, now.monotonic):
                 continue
             until = state.opened + config.breaker_cool_off_s
             views.append(
@@ -306,6 +309,15 @@ class Breaker(Guard):
 
     def reset(self) -> None:
         self._states.clear()
+
+
+def _stale(state: _BreakerState, config: OptimiserConfig, at: float) -> bool:
+    """An open breaker whose trial has waited ``breaker_window_s`` after its cool-off with no
+    action to try: what opened it lies beyond the guard's window (``window_s``), which is all a
+    restart reads again, so it is closed here too, and a restarted worker decides the same."""
+    if state.opened is None:
+        return False
+    return at >= state.opened + config.breaker_cool_off_s + config.breaker_window_s
 
 
 @dataclass(slots=True)
