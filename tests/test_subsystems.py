@@ -13,7 +13,7 @@ import pytest
 
 from schemas import EnactmentStatus, encode, routing_key
 from schemas.commands import ReplyOutcome, ShedLoad, SubsystemCommand, SubsystemReply, TuneThreshold
-from tests.broker import Broker
+from tests.broker import Broker, rabbitmqctl
 from tests.conftest import ServerStarter, WorkerStarter, plan_of
 from tests.test_worker import EXAMPLE_PLAN, no_op_plan
 from worker import OptimiserConfig, SubsystemResult, Subsystems, seed_subsystems
@@ -70,6 +70,40 @@ async def test_a_kind_with_no_subsystem_listening_is_skipped_with_the_reason(
         ("SKIPPED", "no orchestrator listening"),
         ("SUCCESS", "load-shed signal sent"),
     ]
+
+
+async def test_a_server_whose_connection_is_closed_serves_again_within_two_seconds(
+    broker: Broker, start_worker: WorkerStarter, serve: ServerStarter
+) -> None:
+    """Every second without its consumer is a second of commands SKIPPED: aio-pika's default
+    of 5 s before reconnecting skipped 2,200 to 2,900 of the soak's 6,000 actions."""
+    await serve(Subsystems(load=seed_subsystems(SimulatedCycle()).load))
+    await start_worker()
+    results = await broker.results_queue()
+    queue = broker.names.command_queue("load")
+    assert await asyncio.to_thread(consumers, queue) == 1
+
+    out = await asyncio.to_thread(
+        rabbitmqctl, "list_connections", "pid", "client_properties", "--no-table-headers"
+    )
+    wanted = f'{{"connection_name","subsystems {broker.names.namespace}"}}'
+    (pid,) = [line.split("\t", 1)[0] for line in out.splitlines() if wanted in line]
+    await asyncio.to_thread(rabbitmqctl, "close_connection", pid, "subsystem test")
+    async with asyncio.timeout(2.0):
+        while await asyncio.to_thread(consumers, queue) != 1:
+            await asyncio.sleep(0.1)
+
+    await broker.publish_plan(plan_of("REDUCE_LOAD"))
+    (record,) = await broker.records(results.name, expect=1)
+    assert (record.status.value, record.detail) == ("SUCCESS", "load-shed signal sent")
+
+
+def consumers(queue: str) -> int:
+    """The consumers of ``queue``; 0 while it does not exist (it goes with its server)."""
+    out = rabbitmqctl("list_queues", "name", "consumers", "--no-table-headers")
+    return sum(
+        int(line.split("\t")[1]) for line in out.splitlines() if line.split("\t")[0] == queue
+    )
 
 
 class Hung:

@@ -92,6 +92,8 @@ class SubsystemServer:
             raise ValueError("serve() needs at least one subsystem")
         connection = await aio_pika.connect_robust(
             self._url,
+            # As the worker: a second without a consumer is a second of commands SKIPPED.
+            reconnect_interval=1.0,
             client_properties={"connection_name": f"subsystems {self._names.namespace}"},
         )
         try:
