@@ -26,6 +26,30 @@ from worker.topology import DELIVERY_LIMIT, Names, queue_states
 LOCAL_URL = "amqp://guest:guest@127.0.0.1:5672/"
 
 
+async def read_stream(
+    connection: AbstractRobustConnection, stream: str, *, quiet_s: float
+) -> list[tuple[str | None, bytes]]:
+    """(AMQP type, body) of every message of ``stream``, from its first until nothing has
+    come for ``quiet_s``."""
+    channel = await connection.channel()
+    await channel.set_qos(prefetch_count=1000)
+    got: list[tuple[str | None, bytes]] = []
+    last_seen = asyncio.get_running_loop().time()
+
+    async def take(message: AbstractIncomingMessage) -> None:
+        nonlocal last_seen
+        last_seen = asyncio.get_running_loop().time()
+        got.append((message.type, message.body))
+        await message.ack()
+
+    queue = await channel.get_queue(stream, ensure=False)
+    await queue.consume(take, arguments={"x-stream-offset": "first"})
+    while asyncio.get_running_loop().time() - last_seen < quiet_s:
+        await asyncio.sleep(0.1)
+    await channel.close()
+    return got
+
+
 def reachable(url: str, timeout: float = 1.0) -> bool:
     """Whether something accepts TCP connections at the URL's host and port."""
     parts = urlsplit(url)

@@ -104,12 +104,12 @@ def test_every_exchange_and_queue_is_the_workers_own() -> None:
             documented_queues.add(amqp["queue"]["name"])
         elif amqp["exchange"]["name"]:  # not the default exchange of replies
             documented_exchanges[amqp["exchange"]["name"]] = amqp["exchange"]["type"]
-    # The worker's own: the markers exchange, the results stream, the dead-letter exchange.
-    internal_exchanges = {names.markers, names.notes, names.dead_exchange}
+    # The worker's own: the markers exchange, the state streams, the dead-letter exchange.
+    internal_exchanges = {names.markers, names.notes, names.dead_exchange, names.checkpoints}
     assert documented_exchanges == {
         name: kind for name, kind in exchanges.items() if name not in internal_exchanges
     }
-    assert documented_queues == queues - {names.results_log}
+    assert documented_queues == queues - {names.results_log, names.checkpoints}
 
 
 def test_the_settings_the_document_repeats_are_the_workers() -> None:

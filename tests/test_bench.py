@@ -36,6 +36,7 @@ def test_the_quick_end_to_end_bench_measures_every_candidate(amqp_url: str) -> N
     assert all(m["peak_rss_mb"] > 0 for m in results["e2e"]["memory"])
     assert [s["records"] for s in results["e2e"]["startup"]] == [0, 1_000]
     assert all(s["peak_rss_mb"] > 0 for s in results["e2e"]["startup"])
+    assert all(s["checkpoint_peak_rss_mb"] > 0 for s in results["e2e"]["startup"])
     assert results["machine"]["broker"].startswith("RabbitMQ ")
     assert "worker_vs_relay" in results["summary"]
     png = Path(written[0]).with_suffix(".png")

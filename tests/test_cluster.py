@@ -26,6 +26,7 @@ import aio_pika
 import pytest
 
 from schemas import EnactmentRecord, decode_record
+from tests.broker import read_stream
 from tests.nodes import Cluster, RabbitNode, require_rabbitmq_server
 from tests.processes import WorkerProcess
 from tests.test_state import CountingLoad
@@ -112,24 +113,8 @@ class Run:
 
     async def state_log(self) -> list[EnactmentRecord]:
         """Every record in the state stream, read from its first message to its last."""
-        channel = await self.connection.channel()
-        await channel.set_qos(prefetch_count=1000)
-        got: list[EnactmentRecord] = []
-        last_seen = asyncio.get_running_loop().time()
-
-        async def take(message: aio_pika.abc.AbstractIncomingMessage) -> None:
-            nonlocal last_seen
-            last_seen = asyncio.get_running_loop().time()
-            if message.type == "enactment_record":
-                got.append(decode_record(message.body))
-            await message.ack()
-
-        queue = await channel.get_queue(self.names.results_log, ensure=False)
-        await queue.consume(take, arguments={"x-stream-offset": "first"})
-        while asyncio.get_running_loop().time() - last_seen < 3.0:
-            await asyncio.sleep(0.2)
-        await channel.close()
-        return got
+        messages = await read_stream(self.connection, self.names.results_log, quiet_s=3.0)
+        return [decode_record(body) for kind, body in messages if kind == "enactment_record"]
 
     async def review_ids(self) -> Counter[tuple[str, str]]:
         """Review items by (action id, when flagged): a copy re-sent after a lost confirm has

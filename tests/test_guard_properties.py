@@ -15,6 +15,7 @@ import asyncio
 import itertools
 import math
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from hypothesis import given
@@ -23,6 +24,7 @@ from hypothesis import strategies as st
 from schemas import ActionKind, EnactmentRecord, ImprovementAction
 from schemas.commands import BudgetChange, SwapChange, ThresholdChange
 from worker import AsyncSelfOptimiser, ManualClock, OptimiserConfig, SubsystemResult, Subsystems
+from worker.guards import LEARNED_FROM
 from worker.ports import BudgetIncrease, LoadShed, ModuleSwap, ThresholdTuning
 
 K = ActionKind
@@ -223,25 +225,43 @@ def test_a_failing_module_escalates_once_and_rests(
 def test_a_standby_that_learns_the_records_decides_the_same(
     config: OptimiserConfig, script: list[tuple[str, object]], probe: list[ImprovementAction]
 ) -> None:
-    async def scenario() -> tuple[list[str], list[str]]:
-        world, active, records = await _play(config, script)
-        standby = AsyncSelfOptimiser(
-            subsystems=Subsystems(detector=world, budget=world, load=world, swap=world),
-            review=world,
-            config=config,
-            clock=world.clock,
-        )
-        for record in records:
-            standby.learn(record)
-        dry = OptimiserConfig(
-            cool_down_s=config.cool_down_s,
-            max_enactments_per_cycle=config.max_enactments_per_cycle,
-            max_hot_swap_per_cycle=config.max_hot_swap_per_cycle,
-            dry_run=True,
-        )
-        mine = await active.enact(probe, config=dry)
-        theirs = await standby.enact(probe, config=dry)
-        return [r.detail for r in mine], [r.detail for r in theirs]
-
-    mine, theirs = asyncio.run(scenario())
+    mine, theirs = asyncio.run(_learnt(config, script, probe, lambda record: True))
     assert mine == theirs
+
+
+@given(configs, steps, st.lists(hostile_actions(), min_size=1, max_size=10))
+def test_the_records_a_checkpoint_keeps_are_all_the_guards_need(
+    config: OptimiserConfig, script: list[tuple[str, object]], probe: list[ImprovementAction]
+) -> None:
+    """A checkpoint keeps only the records of ``LEARNED_FROM``: learning those decides as
+    learning every record does."""
+    mine, theirs = asyncio.run(_learnt(config, script, probe, lambda r: r.status in LEARNED_FROM))
+    assert mine == theirs
+
+
+async def _learnt(
+    config: OptimiserConfig,
+    script: list[tuple[str, object]],
+    probe: list[ImprovementAction],
+    kept: Callable[[EnactmentRecord], bool],
+) -> tuple[list[str], list[str]]:
+    """What the active optimiser and a standby that learnt the ``kept`` records decide."""
+    world, active, records = await _play(config, script)
+    standby = AsyncSelfOptimiser(
+        subsystems=Subsystems(detector=world, budget=world, load=world, swap=world),
+        review=world,
+        config=config,
+        clock=world.clock,
+    )
+    for record in records:
+        if kept(record):
+            standby.learn(record)
+    dry = OptimiserConfig(
+        cool_down_s=config.cool_down_s,
+        max_enactments_per_cycle=config.max_enactments_per_cycle,
+        max_hot_swap_per_cycle=config.max_hot_swap_per_cycle,
+        dry_run=True,
+    )
+    mine = await active.enact(probe, config=dry)
+    theirs = await standby.enact(probe, config=dry)
+    return [r.detail for r in mine], [r.detail for r in theirs]

@@ -104,6 +104,42 @@ async def test_records_leave_after_the_window_and_beyond_the_limit_oldest_first(
     assert [a for a in ("mid", "new", "newer") if a in memory] == ["new", "newer"]
 
 
+async def test_ids_loaded_from_checkpoints_keep_the_window_and_the_limit_oldest_first() -> None:
+    clock = ManualClock()
+    stream = Stream()
+    memory = RecordMemory(window_s=60, limit=5, clock=clock, fetch=stream.fetch)
+    ms = int(clock.now().timestamp() * 1000)
+    memory.load(["a", "b"], [1, 2], [ms - 70_000, ms - 20_000])
+    memory.load(["c"], [3], [ms - 5_000])  # a second checkpoint message
+    assert [a for a in ("a", "b", "c", "x") if a in memory] == ["b", "c"]  # "a": too old
+    assert len(memory) == 2
+    stream.records[2] = record("b", clock.now() - timedelta(seconds=20))
+    assert await memory.recall(["b", "x"]) == {"b": stream.records[2]}
+    assert not memory.remember(record("b", clock.now()))  # known: not remembered again
+
+    for n in range(4):
+        assert memory.remember(record(f"n{n}", clock.now()), 10 + n)
+    assert len(memory) == 5
+    assert "b" not in memory  # beyond the limit, the oldest loaded one left first
+    assert "c" in memory
+
+    clock.advance(56)  # "c" is 61 s old now
+    memory.remember(record("n9", clock.now()), 20)
+    assert "c" not in memory
+    assert len(memory) == 5
+
+
+def test_many_loaded_ids_are_each_found_and_no_other() -> None:
+    clock = ManualClock()
+    memory = RecordMemory(window_s=3600, limit=1_000_000, clock=clock)
+    ms = int(clock.now().timestamp() * 1000)
+    ids = [f"plan-{n // 10}-{n % 10}" for n in range(100_000)]
+    memory.load(ids, list(range(100_000)), [ms] * 100_000)
+    assert all(action_id in memory for action_id in ids)
+    assert not any(f"plan-{n}-x" in memory for n in range(10_000))
+    assert len(memory) == 100_000
+
+
 async def test_a_stream_that_holds_another_record_at_the_offset_is_an_error() -> None:
     clock = ManualClock()
     stream = Stream()

@@ -85,11 +85,26 @@ class WorkerSettings:
         "restore fails and is tried again (a long restore that makes progress goes on); for "
         "the command-line tools, the time allowed to read them.",
     )
+    checkpoint_records: int = setting(
+        50_000,
+        "The worker enacting plans writes a checkpoint of the state log (N.checkpoints) after "
+        "this many new records, so that a restart reads the checkpoints and only the records "
+        "after them; 0: no checkpoints (a restart reads the whole state window).",
+    )
+    checkpoint_interval_s: float = setting(
+        300.0, "A checkpoint is written at least this often while there are new records."
+    )
     fence_timeout_s: float = setting(
         10.0,
         "Before each plan the worker reads both state streams up to a marker of its own; "
         "slower than this, it enacts nothing (the plan may be another worker's now) and tries "
         "again while the delivery is still its own.",
+    )
+    fence_reuse_s: float = setting(
+        0.05,
+        "A fence serves the plans after it on the same channel for this long (not a "
+        "redelivered plan, which always fences): far below takeover_wait_s and the seconds a "
+        "cluster takes to declare a node down; 0: a fence before every plan.",
     )
     takeover_wait_s: float = setting(
         5.0,
@@ -163,6 +178,10 @@ class WorkerSettings:
             raise ConfigError("max_plan_bytes must be >= 1")
         if self.delivery_limit < 1 or self.remember_limit < 1:
             raise ConfigError("delivery_limit and remember_limit must be >= 1")
+        if self.checkpoint_records < 0 or not 0 < self.checkpoint_interval_s < float("inf"):
+            raise ConfigError("checkpoint_records must be >= 0 and checkpoint_interval_s > 0")
+        if not 0 <= self.fence_reuse_s <= 1:
+            raise ConfigError("fence_reuse_s must be between 0 and 1 second")
         if not 0 <= self.takeover_wait_s < float("inf"):
             raise ConfigError("takeover_wait_s must be >= 0 seconds")
         for name in ("state_timeout_s", "fence_timeout_s", "outage_wait_s"):

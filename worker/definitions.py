@@ -9,9 +9,9 @@ https://www.rabbitmq.com/docs/access-control.
 
 - planner: publish to exchange ``N.plans``. Nothing else.
 - worker: publish to ``N.results``, ``N.review``, ``N.plans.invalid``, ``N.commands``,
-  ``N.markers`` and ``N.notes``; consume ``N.plans``, the streams ``N.results.log`` and
-  ``N.control``, and replies (direct reply-to). It declares nothing: run it with
-  ``declare_topology = false``.
+  ``N.markers``, ``N.notes`` and ``N.checkpoints``; consume ``N.plans``, the streams
+  ``N.results.log``, ``N.checkpoints`` and ``N.control``, and replies (direct reply-to). It
+  declares nothing: run it with ``declare_topology = false``.
 - reflection: read ``N.results`` through queues of its own, ``N.reflection.<anything>``.
 - operator: consume and ack ``N.review``; publish to ``N.control`` (pause, resume, breaker
   resets) and read the streams ``N.control`` and ``N.results.log`` (status, breakers: the
@@ -62,10 +62,12 @@ def permissions(names: Names) -> dict[str, tuple[str, str, str]]:
                 lit(names.commands_exchange),
                 lit(names.markers),
                 lit(names.notes),
+                lit(names.checkpoints),
             ),
             either(
                 lit(names.plans_queue),
                 lit(names.results_log),
+                lit(names.checkpoints),
                 lit(names.control),
                 lit("amq.rabbitmq.reply-to"),
             ),

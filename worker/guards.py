@@ -33,6 +33,9 @@ SUCCESS = EnactmentStatus.SUCCESS
 FAILED = EnactmentStatus.FAILED
 SKIPPED = EnactmentStatus.SKIPPED
 RATE_LIMITED = EnactmentStatus.RATE_LIMITED
+#: The only records any guard learns from (``learn`` ignores the others): a checkpoint of the
+#: state log keeps just these of the guards' window, and learning them rebuilds every guard.
+LEARNED_FROM: Final = frozenset({SUCCESS, FAILED})
 #: A move closer to 1 than this is no move at all (floating point after a trim).
 _EPSILON: Final = 1e-9
 #: Past this many keys a guard drops the ones whose state has expired (a planner inventing

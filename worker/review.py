@@ -71,17 +71,21 @@ class FlagMemory:
                 break
             self._flagged.popitem(last=False)
 
-    def learn(self, properties: aiormq.spec.Basic.Properties) -> None:
-        """Take in a ``FLAGGED_TYPE`` note read from the state log."""
+    def learn(self, properties: aiormq.spec.Basic.Properties) -> tuple[str, datetime] | None:
+        """Take in a ``FLAGGED_TYPE`` note read from the state log: (action id, when), or None
+        for a note that is not one."""
         headers = properties.headers or {}
         action_id, flagged_at = headers.get("action_id"), headers.get("flagged_at")
         if not isinstance(action_id, str) or not isinstance(flagged_at, str):
             log.warning("a review note without an action id or a time; ignored")
-            return
+            return None
         try:
-            self.remember(action_id, datetime.fromisoformat(flagged_at))
+            when = datetime.fromisoformat(flagged_at)
         except ValueError:
             log.warning("a review note with a time that is not one (%r); ignored", flagged_at)
+            return None
+        self.remember(action_id, when)
+        return action_id, when
 
 
 class AmqpReviewSink:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -46,7 +47,8 @@ from schemas import (
 )
 from schemas.codec import JSON, PLAN_CONTENT_TYPES
 from schemas.control import ControlMessage
-from worker import frames
+from worker import checkpoints, frames
+from worker.checkpoints import Chain, CheckpointFollower
 from worker.clock import Clock, SystemClock
 from worker.config import WorkerSettings
 from worker.connection import connect
@@ -61,7 +63,13 @@ from worker.publisher import PERSISTENT, Publisher, PublishFailed
 from worker.remote import RemoteSubsystems
 from worker.review import AmqpReviewSink, FlagMemory
 from worker.state import StateFollower
-from worker.streams import StreamFollower, StreamUnavailable, caught_up, read_offsets
+from worker.streams import (
+    StreamFollower,
+    StreamUnavailable,
+    caught_up,
+    offset_at,
+    read_offsets,
+)
 from worker.topology import Names, declare, queue_states
 
 log = logging.getLogger(__name__)
@@ -76,6 +84,14 @@ _ACCEPTED_ENCODINGS: Final = frozenset({"", "identity", "utf-8", "utf8"})
 #: Backoff between attempts to publish records the broker did not confirm.
 RETRY_FIRST_S: Final = 0.5
 RETRY_MAX_S: Final = 10.0
+#: Own records confirmed this long ago and not read back from the state log are looked for.
+LOST_AFTER_S: Final = 1.0
+#: Checkpoints are read from this long before the state window: the broker's clock, which
+#: stamps the stream, may be behind the worker's.
+CHECKPOINT_MARGIN_S: Final = 60.0
+#: A checkpoint written and not read back within this long was lost by the stream: written
+#: again.
+CHECKPOINT_READ_BACK_S: Final = 30.0
 
 
 class Worker:
@@ -99,6 +115,7 @@ class Worker:
         self.metrics.ready.set_function(lambda: 1.0 if self.readiness()[0] else 0.0)
         self._control: ControlFollower | None = None
         self._followers: list[StreamFollower] = []
+        self._checkpoints: CheckpointFollower | None = None
         self._broker_lost = False
         self.metrics.paused.set_function(lambda: 0.0 if self.paused is None else 1.0)
         self.metrics.paused_since.set_function(
@@ -195,20 +212,11 @@ class Worker:
         publisher = Publisher(publish_channel, timeout_s=settings.publish_timeout_s)
         optimiser, flags = await self._optimiser(publish_connection, publish_channel, publisher)
 
-        async def fetch(offsets: Sequence[int]) -> dict[int, EnactmentRecord]:
-            stream, timeout_s = self.names.results_log, settings.fence_timeout_s
-            read = await read_offsets(publish_connection, stream, offsets, timeout_s)
-            return {offset: decode_record(message.body) for offset, message in read.items()}
-
-        memory = RecordMemory(
-            window_s=settings.dedup_window_s,
-            limit=settings.remember_limit,
-            clock=self.clock,
-            fetch=fetch,
-        )
+        memory = self._memory(publish_connection)
         follower = StateFollower(memory, optimiser, self.names, clock=self.clock, flags=flags)
         control = ControlFollower(self.names, optimiser)
-        if not await self._restore(follower, control, markers, stop):
+        checkpoint_exchange = await publish_channel.get_exchange(self.names.checkpoints)
+        if not await self._restore(follower, control, markers, checkpoint_exchange, stop):
             return
         self._control = control
         self._followers = [follower, control]
@@ -230,9 +238,14 @@ class Worker:
         consumer_tag = await topology.plans.consume(self._track(handler.handle))
         self._state = "consuming"
         log.info("consuming %s (prefetch %d)", self.names.plans_queue, settings.prefetch)
-        poller = asyncio.create_task(self._poll_queues(consume_connection))
+        background = [
+            asyncio.create_task(self._poll_queues(consume_connection)),
+            asyncio.create_task(handler.watch_lost()),
+            *self._start_checkpoints(handler, follower, publisher, checkpoint_exchange),
+        ]
         await stop.wait()
-        poller.cancel()
+        for task in background:
+            task.cancel()
 
         self._state = "stopping"
         self._stopping = True
@@ -249,6 +262,22 @@ class Worker:
         await _close(publish_channel, settings.connect_timeout_s)
         self._state = "stopped"
         log.info("stopped")
+
+    def _memory(self, connection: AbstractRobustConnection) -> RecordMemory:
+        """The record memory, reading originals back from the state log on ``connection``."""
+        settings = self.settings
+
+        async def fetch(offsets: Sequence[int]) -> dict[int, EnactmentRecord]:
+            stream, timeout_s = self.names.results_log, settings.fence_timeout_s
+            read = await read_offsets(connection, stream, offsets, timeout_s)
+            return {offset: decode_record(message.body) for offset, message in read.items()}
+
+        return RecordMemory(
+            window_s=settings.dedup_window_s,
+            limit=settings.remember_limit,
+            clock=self.clock,
+            fetch=fetch,
+        )
 
     async def _optimiser(
         self,
@@ -304,10 +333,11 @@ class Worker:
         state: StateFollower,
         control: ControlFollower,
         markers: AbstractExchange,
+        checkpoint_exchange: AbstractExchange,
         stop: asyncio.Event,
     ) -> bool:
         """Read the guardrail state and the pause state before consuming; fail closed (and
-        retry) if either cannot be read to its end."""
+        retry) if either cannot be read to its end. False if stopped first."""
         settings = self.settings
         delay = 1.0
         while not stop.is_set():
@@ -317,17 +347,24 @@ class Worker:
             try:
                 # Read on the consuming connection; markers go out on the publishing one, which
                 # a resource alarm may block (the reading one must never be).
-                await state.follow(self._connections[0], offset=since)
+                reader, start = await self._from_checkpoints(
+                    state, markers, checkpoint_exchange, since
+                )
+                if reader is not None:
+                    followers.append(reader)
+                await state.follow(self._connections[0], offset=since if start is None else start)
                 await control.follow(self._connections[0], offset="first")
                 await caught_up(
-                    markers, followers, settings.state_timeout_s, progress=self._restoring
+                    markers, [state, control], settings.state_timeout_s, progress=self._restoring
                 )
                 control.caught_up()
                 log.info(
                     "state restored from %s: %d records since %s, %d action ids remembered",
-                    state.stream, state.records_read, since.isoformat(timespec="seconds"),
+                    state.stream, state.records_read,
+                    since.isoformat(timespec="seconds") if start is None else f"offset {start}",
                     len(state.memory),
                 )  # fmt: skip
+                self._checkpoints = reader
                 return True
             except (StreamUnavailable, aio_pika.exceptions.AMQPError, RuntimeError) as exc:
                 for follower in followers:
@@ -344,6 +381,164 @@ class Worker:
             await _unless_stopped(asyncio.sleep(delay), stop)
             delay = min(delay * 2, 30.0)
         return False
+
+    async def _from_checkpoints(
+        self,
+        state: StateFollower,
+        markers: AbstractExchange,
+        exchange: AbstractExchange,
+        since: datetime,
+    ) -> tuple[CheckpointFollower | None, int | None]:
+        """Load the checkpoints of the state window into ``state``: (their follower, the
+        offset of the state log to read on from; None: read the window whole)."""
+        settings, names = self.settings, self.names
+        if settings.checkpoint_records == 0:
+            return None, None
+        connection = self._connections[0]
+        reader = CheckpointFollower(names.checkpoints, Chain(names.results_log))
+        try:
+            await reader.follow(connection, offset=since - timedelta(seconds=CHECKPOINT_MARGIN_S))
+        except aiormq.exceptions.ChannelNotFoundEntity:
+            log.warning(
+                "stream %s does not exist: the state is read without checkpoints, and none are "
+                "written (load this version's definitions: `self-optimiser definitions`)",
+                names.checkpoints,
+            )
+            return None, None
+        try:
+            await caught_up(exchange, [reader], settings.state_timeout_s, progress=self._restoring)
+            lower = await offset_at(
+                connection, markers, names.results_log, since, settings.fence_timeout_s
+            )
+        except BaseException:
+            await reader.close()
+            raise
+        chosen = reader.restored(lower)
+        if isinstance(chosen, str):
+            log.info("reading the state window of %s whole: %s", names.results_log, chosen)
+            return reader, None
+        bodies, final = chosen
+        del chosen
+        try:
+            there = await read_offsets(
+                connection, names.results_log, [final.last], settings.fence_timeout_s
+            )
+            found = there[final.last].header.properties.message_id or ""
+        except StreamUnavailable as exc:
+            found = f"nothing ({exc})"
+        if found != final.last_id:
+            reader.chain = Chain(names.results_log)
+            log.warning(
+                "the checkpoints name %r at offset %d of %s, where it holds %s (the stream was "
+                "declared anew?): reading the state window whole",
+                final.last_id, final.last, names.results_log, found,
+            )  # fmt: skip
+            return reader, None
+        try:
+            # Each one decoded (and let go) before any is loaded: a load cut short would leave
+            # ids remembered whose records the guards then never learn from the state log.
+            guard_records = [decode_record(r) for r in checkpoints.decode(bodies[-1]).guard_records]
+            for body in bodies:
+                checkpoints.decode(body)
+        except (msgspec.DecodeError, UnicodeDecodeError) as exc:
+            reader.chain = Chain(names.results_log)
+            log.warning("a checkpoint in %s cannot be read (%s): reading the state window of "
+                        "%s whole", names.checkpoints, exc, names.results_log)  # fmt: skip
+            return reader, None
+        ids = 0
+        messages = len(bodies)
+        bodies.reverse()
+        while bodies:  # each body let go once loaded: a million ids are ~50 MB of them
+            checkpoint = checkpoints.decode(bodies.pop())
+            state.memory.load(checkpoint.ids, checkpoint.offsets, checkpoint.times_ms)
+            ids += len(checkpoint.ids)
+            if state.flags is not None:
+                for action_id, flagged_at in checkpoint.flags:
+                    state.flags.remember(action_id, flagged_at)
+        state.seed(guard_records)
+        log.info(
+            "checkpoints of %s up to offset %d loaded: %d messages, %d action ids, %d records "
+            "for the guards", names.results_log, final.last, messages, ids, len(guard_records),
+        )  # fmt: skip
+        return reader, final.last + 1
+
+    def _start_checkpoints(
+        self,
+        handler: _PlanHandler,
+        state: StateFollower,
+        publisher: Publisher,
+        exchange: AbstractExchange,
+    ) -> list[asyncio.Task[None]]:
+        reader = self._checkpoints
+        if reader is None:
+            return []
+        reader.on_covered = state.covered
+        return [
+            asyncio.create_task(
+                self._write_checkpoints(handler, state, reader, publisher, exchange)
+            )
+        ]
+
+    async def _write_checkpoints(
+        self,
+        handler: _PlanHandler,
+        state: StateFollower,
+        reader: CheckpointFollower,
+        publisher: Publisher,
+        exchange: AbstractExchange,
+    ) -> None:
+        """While this worker enacts plans: a checkpoint of what it read of the state log after
+        the last one, every ``checkpoint_records`` records or ``checkpoint_interval_s``."""
+        settings, names = self.settings, self.names
+        handled, written_at, written_to = handler.handled, time.monotonic(), -1
+        while True:
+            await asyncio.sleep(1.0)
+            pending = len(state.fresh) + len(state.fresh_flags)
+            now = time.monotonic()
+            if handler.handled == handled or pending == 0 or state.last_offset is None:
+                continue  # a standby does not write: the active worker does
+            covered = reader.chain.covered
+            if covered is not None and covered >= state.last_offset:
+                continue  # another worker's checkpoint covers all this one read
+            if pending < settings.checkpoint_records and now - written_at < (
+                settings.checkpoint_interval_s
+            ):
+                continue
+            unread = written_to >= 0 and (covered is None or covered < written_to)
+            if unread and now - written_at < CHECKPOINT_READ_BACK_S:
+                continue  # the last one is not read back yet (not read back at all: lost)
+            first, ids, last = -1, 0, state.last_offset
+            try:
+                with state.holding():
+                    for message in checkpoints.write(
+                        names.results_log,
+                        covered,
+                        first_read=state.first_offset or 0,
+                        last=last,
+                        last_id=state.last_id,
+                        index=state.fresh,
+                        flags=state.fresh_flags,
+                        guard_records=state.learnt_from(),
+                    ):
+                        first = message.first if first < 0 else first
+                        ids += len(message.ids)
+                        routed = await publisher.publish_body(
+                            exchange.name,
+                            "",
+                            checkpoints.encode_checkpoint(message),
+                            _CHECKPOINT_PROPERTIES,
+                        )
+                        if not routed:
+                            raise PublishFailed(f"nothing is bound to exchange {exchange.name}")
+            except (PublishFailed, aio_pika.exceptions.AMQPError, RuntimeError) as exc:
+                log.warning("a checkpoint of %s was not confirmed (%s); trying again later",
+                            names.results_log, exc or type(exc).__name__)  # fmt: skip
+                continue
+            handled, written_at, written_to = handler.handled, now, last
+            log.info(
+                "checkpoint of %s, offsets %d to %d: %d action ids, %d records for the guards",
+                names.results_log, first, last, ids, len(message.guard_records),
+            )  # fmt: skip
 
     def _restoring(self, read: int, seconds: float) -> None:
         """A restore still under way: say how far it got, in the log and on ``/readyz``."""
@@ -432,6 +627,9 @@ class _PlanHandler:
         self._names = worker.names
         self._settings = worker.settings
         self._metrics = worker.metrics
+        self.handled = 0  # plans enacted: the worker that enacts writes the checkpoints
+        self._fenced_on: object = None  # the channel of the last fence, and when it started
+        self._fenced_at = -math.inf
 
     async def handle(self, message: AbstractIncomingMessage) -> None:
         started = time.perf_counter()
@@ -452,8 +650,9 @@ class _PlanHandler:
                 await _settle(message, requeue=True)
                 self._metrics.plans_consumed.labels("requeued").inc()
                 return
-            if not await self._fence(plan.plan_id, message):
+            if not await self._fenced(plan.plan_id, message):
                 return
+            self.handled += 1
             try:
                 records = await self._step.run(plan, owned=lambda: _owned(message))
             except StreamUnavailable as exc:
@@ -484,6 +683,28 @@ class _PlanHandler:
             f"; {unroutable} record(s) unroutable" if unroutable else "",
             "" if acked else "; ack lost with the channel, the broker will redeliver it",
         )  # fmt: skip
+
+    async def _fenced(self, plan_id: str, message: AbstractIncomingMessage) -> bool:
+        """A fence for this plan, unless one serves already: a fence started less than
+        ``fence_reuse_s`` ago, on the channel this plan came on, serves the plans delivered
+        there that are not redeliveries. Once a consumer is active on a channel, the broker
+        gives nobody else the plans (single active consumer): what a fence proves for one plan
+        holds for the next until another consumer can have taken over, which takes a lost
+        channel (a new one fences first), a redelivery (fenced, after ``takeover_wait_s``),
+        or a node declared down, seconds at the least (the bound)."""
+        channel = _channel_of(message)
+        started = time.monotonic()
+        if (
+            not message.redelivered
+            and channel is not None
+            and channel is self._fenced_on
+            and started - self._fenced_at < self._settings.fence_reuse_s
+        ):
+            return True
+        if not await self._fence(plan_id, message):
+            return False
+        self._fenced_on, self._fenced_at = channel, started
+        return True
 
     async def _fence(self, plan_id: str, message: AbstractIncomingMessage) -> bool:
         """Before a plan is enacted: read both state streams up to a marker of this worker's.
@@ -517,16 +738,42 @@ class _PlanHandler:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, RETRY_MAX_S)
                 continue
-            lost = self._state.lost(before=started)
-            if lost:
-                self._metrics.records_resent.inc(len(lost))
-                log.warning(
-                    "%d record(s) this worker published are missing from %s (the stream lost "
-                    "them); publishing them again, with the same message ids",
-                    len(lost), self._names.results_log,
-                )  # fmt: skip
-                await self._publish_until_confirmed(plan_id, lost)
+            await self._resend_lost(plan_id, before=started)
             return True
+
+    async def _resend_lost(self, plan_id: str, *, before: float) -> None:
+        """Once a marker published at ``before`` is read back: own records confirmed before
+        it and still not read were lost by the stream; publish them again."""
+        lost = self._state.lost(before=before)
+        if lost:
+            self._metrics.records_resent.inc(len(lost))
+            log.warning(
+                "%d record(s) this worker published are missing from %s (the stream lost "
+                "them); publishing them again, with the same message ids",
+                len(lost), self._names.results_log,
+            )  # fmt: skip
+            await self._publish_until_confirmed(plan_id, lost)
+
+    async def watch_lost(self) -> None:
+        """Own records confirmed more than ``LOST_AFTER_S`` ago and not read back are looked
+        for at once (a catch-up without a plan), not only at the next plan's fence, which a
+        fence that serves several plans makes rarer."""
+        while True:
+            await asyncio.sleep(LOST_AFTER_S)
+            if not self._state.overdue(time.monotonic() - LOST_AFTER_S):
+                continue
+            async with self._worker.turn:
+                started = time.monotonic()
+                try:
+                    await self._catch_up()
+                except (StreamUnavailable, aio_pika.exceptions.AMQPError, RuntimeError):
+                    failed = True
+                    self._fenced_on = None  # the next plan fences: it says why, and recovers
+                else:
+                    failed = False
+                    await self._resend_lost("(none)", before=started)
+            if failed:
+                await asyncio.sleep(self._settings.fence_timeout_s)
 
     async def _reconsume(self, failed: int) -> None:
         if failed % MOVE_AFTER_FAILED_FENCES == 0:
@@ -726,17 +973,28 @@ def _record_properties(record: EnactmentRecord) -> aiormq.spec.Basic.Properties:
     )
 
 
+_CHECKPOINT_PROPERTIES: Final = aiormq.spec.Basic.Properties(
+    content_type=checkpoints.CONTENT_TYPE,
+    delivery_mode=PERSISTENT,
+    message_type=checkpoints.CHECKPOINT_TYPE,
+)
+
+
 def _owned(message: AbstractIncomingMessage) -> bool:
     """Whether a delivery is still this worker's: its channel is open, so it can be acked.
 
     Once the channel is gone the broker gives the plan to another consumer (the standby, or
     this worker after it reconnects), which will enact whatever this one has not.
     """
+    return _channel_of(message) is not None
+
+
+def _channel_of(message: AbstractIncomingMessage) -> object | None:
+    """The channel a delivery came on, or None once it is closed."""
     try:
-        message.channel  # noqa: B018 - the property raises once the channel is closed
+        return message.channel
     except aio_pika.exceptions.ChannelInvalidStateError:
-        return False
-    return True
+        return None
 
 
 async def _guarded(handle: _Handle, message: AbstractIncomingMessage) -> None:

@@ -19,14 +19,20 @@ the stream before a moment has been read.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
+from collections import deque
+from collections.abc import Iterator
+from datetime import datetime, timedelta
 
 import msgspec
 from aiormq.abc import DeliveredMessage
 
 from schemas import EnactmentRecord, decode_record
+from worker.checkpoints import FreshIndex
 from worker.clock import Clock
+from worker.guards import LEARNED_FROM, state_window_s
 from worker.optimiser import AsyncSelfOptimiser
 from worker.planstep import RecordMemory
 from worker.review import FLAGGED_TYPE, FlagMemory
@@ -54,6 +60,15 @@ class StateFollower(StreamFollower):
         self._optimiser = optimiser
         self._clock = clock
         self.records_read = 0
+        # What the stream held since the last checkpoint (``worker.checkpoints``), in offset
+        # order: each record's first copy (offset, action id, time in ms) and each review note
+        # (offset, action id, flagged at); and the records the guards learn from.
+        self.fresh = FreshIndex()
+        self.fresh_flags: deque[tuple[int, str, datetime]] = deque()
+        self._held: int | None = None  # while a write reads ``fresh``: forget later
+        self._learnt_from: deque[EnactmentRecord] = deque()
+        self._seeded: set[str] = set()
+        self._guard_window_s = state_window_s(optimiser.config)
         # This worker's own records, confirmed by the broker and not read back from the
         # stream yet: action_id -> (record, monotonic time of the confirm).
         self._unread: dict[str, tuple[EnactmentRecord, float]] = {}
@@ -75,6 +90,10 @@ class StateFollower(StreamFollower):
             if action_id in self._unread:
                 self._unread[action_id] = (record, at)
 
+    def overdue(self, before: float) -> bool:
+        """Whether an own record confirmed before ``before`` is still not read back."""
+        return any(at < before for _, at in self._unread.values())
+
     def lost(self, before: float) -> list[EnactmentRecord]:
         """Own records confirmed before ``before`` and still not read back, forgotten here.
 
@@ -89,21 +108,25 @@ class StateFollower(StreamFollower):
 
     def take(self, message: DeliveredMessage) -> None:
         properties = message.header.properties
-        if properties.message_type == FLAGGED_TYPE:
-            if self.flags is not None:
-                self.flags.learn(properties)
-            return
-        action_id = properties.message_id
         headers = properties.headers or {}
         offset = headers.get("x-stream-offset")
         offset = offset if isinstance(offset, int) else None
+        if properties.message_type == FLAGGED_TYPE:
+            if self.flags is not None:
+                noted = self.flags.learn(properties)
+                if noted is not None and offset is not None:
+                    self.fresh_flags.append((offset, *noted))
+            return
+        action_id = properties.message_id
         if action_id and not headers.get("replay"):
             self._unread.pop(action_id, None)
         if action_id and action_id in self.memory:
             # Known already (this worker's own record, read back): the first record of an
             # action is the one kept, and its cool-down was armed when it was learnt.
             if offset is not None:
-                self.memory.located(action_id, offset)
+                own = self.memory.located(action_id, offset)
+                if own is not None:
+                    self._noted(own, offset)
             return
         try:
             record = decode_record(message.body)
@@ -116,5 +139,64 @@ class StateFollower(StreamFollower):
     def learn(self, record: EnactmentRecord, offset: int | None = None) -> None:
         """Take in one record enacted by another worker (or by this one before a restart),
         found at ``offset`` in the stream."""
-        self.memory.remember(record, offset)
+        if self.memory.remember(record, offset) and offset is not None:
+            self._noted(record, offset)
         self._optimiser.learn(record)
+
+    def _noted(self, record: EnactmentRecord, offset: int) -> None:
+        """The first copy of a record, read at ``offset``: for the next checkpoint."""
+        self.fresh.append(
+            offset, record.action.action_id, math.ceil(record.attempted_at.timestamp() * 1000)
+        )
+        if record.status in LEARNED_FROM:
+            self._learnt_from.append(record)
+            self._forget_unlearnt()
+
+    def seed(self, records: list[EnactmentRecord]) -> None:
+        """The guards' records of a checkpoint: learnt (once, should a restore be tried
+        again), and kept for the next one."""
+        for record in records:
+            if record.action.action_id not in self._seeded:
+                self._seeded.add(record.action.action_id)
+                self._optimiser.learn(record)
+                self._learnt_from.append(record)
+
+    def covered(self, offset: int) -> None:
+        """A checkpoint covers the stream up to ``offset``: what it holds is forgotten here
+        (once the write under way, if any, is done)."""
+        if self._held is not None:
+            self._held = max(self._held, offset)
+            return
+        self.fresh.forget_through(offset)
+        flags = self.fresh_flags
+        while flags and flags[0][0] <= offset:
+            flags.popleft()
+
+    @contextlib.contextmanager
+    def holding(self) -> Iterator[None]:
+        """While a checkpoint is written from ``fresh``: nothing is forgotten from it."""
+        self._held = -1
+        try:
+            yield
+        finally:
+            held, self._held = self._held, None
+            if held >= 0:
+                self.covered(held)
+
+    def learnt_from(self) -> list[EnactmentRecord]:
+        """The records read that the guards learn from, of the guards' window (by when they
+        completed): with the checkpoints before, all a restart needs for its guards."""
+        since = self._forget_unlearnt()
+        return [record for record in self._learnt_from if _completed(record) >= since]
+
+    def _forget_unlearnt(self) -> datetime:
+        """Drop the records older than the guards' window from the front; its start."""
+        since = self._clock.now() - timedelta(seconds=self._guard_window_s)
+        kept = self._learnt_from
+        while kept and _completed(kept[0]) < since:
+            kept.popleft()
+        return since
+
+
+def _completed(record: EnactmentRecord) -> datetime:
+    return record.attempted_at + timedelta(seconds=record.duration_s)

@@ -63,9 +63,13 @@ class StreamFollower:
         self._resuming: asyncio.Task[None] | None = None
         self._connection: Connection | None = None
         self.read = 0  # messages read, markers included: progress, for a long restore
+        # The first and the last message read (markers included), and the last one's id.
+        self.first_offset: int | None = None
+        self.last_offset: int | None = None
+        self.last_id = ""
 
-    async def follow(self, connection: Connection, *, offset: datetime | str) -> None:
-        """Start consuming; ``offset`` is a time or one of "first", "last", "next"."""
+    async def follow(self, connection: Connection, *, offset: datetime | str | int) -> None:
+        """Start consuming; ``offset`` is a time, an offset, or one of "first", "last", "next"."""
         channel = await connection.channel()
         assert isinstance(channel, AbstractRobustChannel)
         self._offset = offset
@@ -216,14 +220,17 @@ class StreamFollower:
         offset = (properties.headers or {}).get("x-stream-offset")
         if isinstance(offset, int):
             self._offset = offset + 1
+            if self.first_offset is None:
+                self.first_offset = offset
+            self.last_offset, self.last_id = offset, properties.message_id or ""
         self.read += 1
         # Streams need acks to keep the credit flowing; one for many saves a frame per message.
         self._unacked += 1
-        marker = properties.message_type == MARKER_TYPE
-        if (self._unacked >= ACK_EVERY or marker) and message.delivery_tag is not None:
+        is_marker = properties.message_type == MARKER_TYPE
+        if (self._unacked >= ACK_EVERY or is_marker) and message.delivery_tag is not None:
             self._unacked = 0
             await message.channel.basic_ack(message.delivery_tag, multiple=True)
-        if marker:
+        if is_marker:
             waiting = self._markers.get(properties.message_id or "")
             if waiting is not None and not waiting.done():
                 waiting.set_result(None)
@@ -236,6 +243,11 @@ class StreamFollower:
             )  # fmt: skip
             return
         self.take(message)
+
+
+def marker(marker_id: str) -> aio_pika.Message:
+    """A marker: published to a stream, read back, it says everything before it was read."""
+    return aio_pika.Message(b"", type=MARKER_TYPE, message_id=marker_id)
 
 
 async def last_offset(connection: Connection, stream: str, *, quiet_s: float = 0.3) -> int:
@@ -272,6 +284,38 @@ async def last_offset(connection: Connection, stream: str, *, quiet_s: float = 0
         with contextlib.suppress(Exception):
             await channel.close()
     return max(seen, default=-1)
+
+
+async def offset_at(
+    connection: Connection,
+    markers: AbstractExchange,
+    stream: str,
+    at: datetime,
+    timeout_s: float,
+) -> int:
+    """The first offset of ``stream`` at or after time ``at`` (the start of the chunk that
+    holds it, so perhaps a little before). A marker is published through ``markers`` first, so
+    there is one even if nothing was written since ``at``."""
+    channel = await connection.channel()
+    first: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+
+    async def take(message: DeliveredMessage) -> None:
+        offset = (message.header.properties.headers or {}).get("x-stream-offset")
+        if isinstance(offset, int) and not first.done():
+            first.set_result(offset)
+
+    try:
+        underlay = await channel.get_underlay_channel()
+        await channel.set_qos(prefetch_count=10)
+        await underlay.basic_consume(stream, take, arguments={"x-stream-offset": at})
+        async with asyncio.timeout(timeout_s):
+            await markers.publish(marker(uuid.uuid4().hex), routing_key="")
+            return await first
+    except TimeoutError:
+        raise StreamUnavailable(f"{stream} handed nothing over within {timeout_s:g}s") from None
+    finally:
+        with contextlib.suppress(Exception):
+            await channel.close()
 
 
 async def read_offsets(
@@ -354,15 +398,13 @@ async def caught_up(
     ``PROGRESS_EVERY_S``. Raises ``StreamUnavailable`` naming the streams that did not give
     the marker back in time.
     """
-    marker = uuid.uuid4().hex
-    waiting = {follower.stream: follower.expect(marker) for follower in followers}
+    marker_id = uuid.uuid4().hex
+    waiting = {follower.stream: follower.expect(marker_id) for follower in followers}
     loop = asyncio.get_running_loop()
     started = loop.time()
     try:
         async with asyncio.timeout(timeout_s) as deadline:
-            await markers.publish(
-                aio_pika.Message(b"", type=MARKER_TYPE, message_id=marker), routing_key=""
-            )
+            await markers.publish(marker(marker_id), routing_key="")
             every = asyncio.gather(*waiting.values())
             read = sum(f.read for f in followers)
             while True:
@@ -390,4 +432,4 @@ async def caught_up(
         raise StreamUnavailable("the channel closed before the marker was confirmed") from None
     finally:
         for follower in followers:
-            follower.forget(marker)
+            follower.forget(marker_id)

@@ -66,7 +66,7 @@ class Names:
         """Every durable queue of the namespace (command queues come and go with servers)."""
         return (
             self.plans_queue, self.review_queue, self.invalid_queue, self.results_log,
-            self.dead_queue, self.control,
+            self.checkpoints, self.dead_queue, self.control,
         )  # fmt: skip
 
     @property
@@ -75,13 +75,19 @@ class Names:
         return (
             self.plans_exchange, self.results_exchange, self.commands_exchange,
             self.dead_exchange, self.review_exchange, self.invalid_exchange, self.markers,
-            self.notes, self.control,
+            self.notes, self.checkpoints, self.control,
         )  # fmt: skip
 
     @property
     def results_log(self) -> str:
         """Stream of every record (bound to the results exchange): the guardrail state."""
         return f"{self.namespace}.results.log"
+
+    @property
+    def checkpoints(self) -> str:
+        """Fanout exchange and stream of checkpoints of the state log (``worker.checkpoints``):
+        what a restart reads instead of every record of the window."""
+        return f"{self.namespace}.checkpoints"
 
     @property
     def dead_exchange(self) -> str:
@@ -165,8 +171,9 @@ def layout(
     """Plans, review items and parked plans live in quorum queues (replicated, always
     persistent). ``N.plans`` has one active consumer at a time (a standby replica takes over
     when it goes) and dead-letters a plan delivered more than ``delivery_limit`` times to
-    ``N.plans.dead``. The stream ``N.results.log`` keeps every record for ``retention_s``; the
-    stream ``N.control`` keeps every pause and resume (they are few)."""
+    ``N.plans.dead``. The stream ``N.results.log`` keeps every record for ``retention_s``, and
+    ``N.checkpoints`` its checkpoints as long; the stream ``N.control`` keeps every pause and
+    resume (they are few)."""
     fanout, topic = aio_pika.ExchangeType.FANOUT, aio_pika.ExchangeType.TOPIC
     quorum: dict[str, Any] = {"x-queue-type": "quorum"}
     plans_arguments = {
@@ -187,11 +194,13 @@ def layout(
             ExchangeSpec(names.control, fanout),
             ExchangeSpec(names.markers, fanout),
             ExchangeSpec(names.notes, fanout),
+            ExchangeSpec(names.checkpoints, fanout),
         ),
         queues=(
             QueueSpec(names.dead_queue, quorum),
             QueueSpec(names.plans_queue, plans_arguments),
             QueueSpec(names.results_log, {**stream, "x-max-age": f"{retention_s}s"}),
+            QueueSpec(names.checkpoints, {**stream, "x-max-age": f"{retention_s}s"}),
             QueueSpec(names.review_queue, quorum),
             QueueSpec(names.invalid_queue, quorum),
             QueueSpec(names.control, stream),
@@ -203,6 +212,7 @@ def layout(
             BindingSpec(names.markers, names.results_log),
             BindingSpec(names.markers, names.control),
             BindingSpec(names.notes, names.results_log),
+            BindingSpec(names.checkpoints, names.checkpoints),
             BindingSpec(names.review_exchange, names.review_queue),
             BindingSpec(names.invalid_exchange, names.invalid_queue),
             BindingSpec(names.control, names.control),
