@@ -9,13 +9,20 @@ nobody is bound to receive).
 from __future__ import annotations
 
 import asyncio
+import copy
 import logging
+import uuid
+from collections.abc import Callable, Sequence
 from typing import Final
 
 import aio_pika
 import aiormq
 from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractQueue
-from aiormq.abc import DeliveredMessage
+from aiormq.abc import ChannelFrame, DeliveredMessage
+from pamqp.body import ContentBody
+from pamqp.commands import Basic
+from pamqp.frame import marshal
+from pamqp.header import ContentHeader
 from tenacity import (
     AsyncRetrying,
     retry_if_exception_type,
@@ -29,6 +36,13 @@ from worker.errors import OptimiserError
 log = logging.getLogger(__name__)
 
 PERSISTENT: Final = aio_pika.DeliveryMode.PERSISTENT
+_CLOSED: Final = (
+    asyncio.CancelledError,
+    aiormq.exceptions.ChannelClosed,
+    aiormq.exceptions.ConnectionClosed,
+)
+#: What ``publish_bodies`` sends: (routing key, body, properties).
+Outgoing = tuple[str, bytes, aiormq.spec.Basic.Properties]
 #: Attempts of ``publish_idempotent`` before its ``PublishFailed`` reaches the caller.
 IDEMPOTENT_ATTEMPTS: Final = 3
 
@@ -64,57 +78,78 @@ class Publisher:
         body: bytes,
         properties: aiormq.spec.Basic.Properties,
     ) -> bool:
-        """``publish`` for a body and its AMQP properties, without an ``aio_pika.Message``.
+        """``publish`` for a body and its AMQP properties, without an ``aio_pika.Message``."""
+        (outcome,) = await self.publish_bodies(exchange, [(routing_key, body, properties)])
+        if isinstance(outcome, PublishFailed):
+            raise outcome
+        return outcome
 
-        The records' hot path: building an ``aio_pika.Message`` (and its properties again at
-        each publish) cost the worker about a tenth of its time per action.
+    async def publish_bodies(
+        self, exchange: str, messages: Sequence[Outgoing]
+    ) -> list[bool | PublishFailed]:
+        """Publish each message and wait for the broker's confirms: for each, in order, True
+        if routed, False if returned, or the ``PublishFailed`` that says why not confirmed
+        (nacked, the timeout, the channel lost meanwhile: it may or may not have landed).
+
+        The records' hot path: their frames are written in one go and their confirms awaited
+        together, where one ``basic_publish`` each (a task, two timeouts, a lock and a write
+        apiece) cost the worker a fifth of its time per action.
         """
-        message_id = properties.message_id or ""
-        done: asyncio.Future[None] | None = None
+        messages = [_with_id(message) for message in messages]
+        outcomes: list[bool | PublishFailed] = [False] * len(messages)
+        pending = list(range(len(messages)))
+        while pending:  # one message id twice at once would confuse returns: one copy a round
+            batch: list[int] = []
+            later: list[int] = []
+            seen: set[str] = set()
+            for i in pending:
+                message_id = _id_of(messages[i])
+                (later if message_id in seen else batch).append(i)
+                seen.add(message_id)
+            sent = await self._publish_distinct(exchange, [messages[i] for i in batch])
+            for i, outcome in zip(batch, sent, strict=True):
+                outcomes[i] = outcome
+            pending = later
+        return outcomes
+
+    async def _publish_distinct(
+        self, exchange: str, messages: list[Outgoing]
+    ) -> list[bool | PublishFailed]:
+        ids = [_id_of(message) for message in messages]
+        done = asyncio.get_running_loop().create_future()
+        registered = False
+        confirmations: list[asyncio.Future[object]] = []
+        failure: str | None = None
         try:
             # One deadline for all of it: waiting for a reconnect, for an earlier publish with
-            # this id, and for the confirm itself.
+            # one of these ids, and for the confirms themselves.
             async with asyncio.timeout(self._timeout_s):
-                while (earlier := self._in_flight.get(message_id)) is not None:
-                    await asyncio.shield(earlier)
-                done = asyncio.get_running_loop().create_future()
-                self._in_flight[message_id] = done
+                for message_id in ids:
+                    while (earlier := self._in_flight.get(message_id)) is not None:
+                        await asyncio.shield(earlier)
+                for message_id in ids:
+                    self._in_flight[message_id] = done
+                registered = True
                 channel = await self._channel.get_underlay_channel()
-                result = await channel.basic_publish(
-                    body,
-                    exchange=exchange,
-                    routing_key=routing_key,
-                    properties=properties,
-                    mandatory=True,
-                )
+                confirmations = await _send(channel, exchange, messages)
+                await asyncio.wait(confirmations)
         except TimeoutError:
-            raise PublishFailed(
-                f"no confirm from the broker within {self._timeout_s:g}s "
-                f"(exchange {exchange!r}, routing key {routing_key!r})"
-            ) from None
-        except asyncio.CancelledError:
-            task = asyncio.current_task()
-            if task is not None and task.cancelling():
-                raise  # we are being cancelled: let it through
-            # aiormq fails pending confirms with CancelledError when it drops a channel
-            # (a missed heartbeat, for one): that is a failed publish, not our cancellation.
-            raise PublishFailed(
-                f"the channel closed before the broker confirmed (exchange {exchange!r})"
-            ) from None
-        except aiormq.exceptions.DeliveryError as exc:
-            raise PublishFailed(
-                f"the broker refused the message (exchange {exchange!r}, "
-                f"routing key {routing_key!r}): {exc.frame!r}"
-            ) from None
+            failure = f"no confirm from the broker within {self._timeout_s:g}s"
         except (aiormq.exceptions.AMQPError, ConnectionError, RuntimeError) as exc:
-            raise PublishFailed(
-                f"publish to {exchange!r} failed: {type(exc).__name__}: {exc}"
-            ) from None
+            failure = f"publish failed: {type(exc).__name__}: {exc}"
         finally:
-            if done is not None:
-                del self._in_flight[message_id]
-                done.set_result(None)
-        return not isinstance(result, DeliveredMessage)
+            if registered:
+                for message_id in ids:
+                    del self._in_flight[message_id]
+            done.set_result(None)
+        outcomes: list[bool | PublishFailed] = []
+        for i, (routing_key, _, _) in enumerate(messages):
+            where = f"exchange {exchange!r}, routing key {routing_key!r}"
+            if i >= len(confirmations):
+                outcomes.append(PublishFailed(f"{failure} ({where})"))
+            else:
+                outcomes.append(_outcome(confirmations[i], failure, where))
+        return outcomes
 
     async def publish_idempotent(
         self,
@@ -146,6 +181,102 @@ class Publisher:
             with attempt:
                 return await self.publish(exchange, routing_key, message)
         raise AssertionError("unreachable: tenacity either returns or raises")  # pragma: no cover
+
+
+def _with_id(message: Outgoing) -> Outgoing:
+    """The message with a message id: its confirm is matched to a return by it (aiormq would
+    write a new one into the properties given, shared by every checkpoint)."""
+    routing_key, body, properties = message
+    if properties.message_id:
+        return message
+    properties = copy.copy(properties)
+    properties.message_id = uuid.uuid4().hex
+    return routing_key, body, properties
+
+
+def _id_of(message: Outgoing) -> str:
+    return message[2].message_id or ""
+
+
+async def _send(
+    underlay: aiormq.abc.AbstractChannel, exchange: str, messages: list[Outgoing]
+) -> list[asyncio.Future[object]]:
+    """aiormq's ``basic_publish`` (mandatory, with publisher confirms) for many messages at
+    once: the same bookkeeping, a delivery tag and a confirmation each and the message id
+    that matches a return to it, with the frames of all of them written in one go."""
+    if not isinstance(underlay, aiormq.Channel):
+        raise TypeError(f"not an aiormq channel: {underlay!r}")
+    channel = underlay
+    number, size = channel.number, channel.max_content_size
+    parts: list[bytes] = []
+    confirmations: list[asyncio.Future[object]] = []
+    async with channel.lock:
+        first = channel.delivery_tag + 1
+        try:
+            for routing_key, body, properties in messages:
+                parts.append(
+                    marshal(
+                        Basic.Publish(exchange=exchange, routing_key=routing_key, mandatory=True),
+                        number,
+                    )
+                )
+                parts.append(
+                    marshal(ContentHeader(body_size=len(body), properties=properties), number)
+                )
+                for start in range(0, len(body), size):
+                    parts.append(marshal(ContentBody(body[start : start + size]), number))
+                channel.delivery_tag += 1
+                confirmation = channel.create_future()
+                channel.confirmations[channel.delivery_tag] = confirmation
+                channel.message_id_delivery_tag[properties.message_id or ""] = channel.delivery_tag
+                confirmations.append(confirmation)
+            await channel.write_queue.put(ChannelFrame(payload=b"".join(parts), should_close=False))
+        except BaseException:
+            # Nothing was written: the broker has not seen these tags, so they are used again.
+            for tag, (_, _, properties) in zip(
+                range(first, channel.delivery_tag + 1), messages, strict=False
+            ):
+                channel.confirmations.pop(tag, None)
+                if channel.message_id_delivery_tag.get(properties.message_id or "") == tag:
+                    channel.message_id_delivery_tag.pop(properties.message_id or "")
+            channel.delivery_tag = first - 1
+            for confirmation in confirmations:
+                confirmation.cancel()
+            raise
+    for (_, _, properties), tag, confirmation in zip(
+        messages, range(first, channel.delivery_tag + 1), confirmations, strict=True
+    ):
+        confirmation.add_done_callback(_forget_id(channel, properties.message_id or "", tag))
+    return confirmations
+
+
+def _forget_id(channel: aiormq.Channel, message_id: str, tag: int) -> Callable[[object], None]:
+    def forget(_: object) -> None:
+        if channel.message_id_delivery_tag.get(message_id) == tag:
+            del channel.message_id_delivery_tag[message_id]
+
+    return forget
+
+
+def _outcome(
+    confirmation: asyncio.Future[object], failure: str | None, where: str
+) -> bool | PublishFailed:
+    if not confirmation.done():
+        return PublishFailed(f"{failure or 'no confirm'} ({where})")
+    if confirmation.cancelled():
+        return PublishFailed(f"the channel closed before the broker confirmed ({where})")
+    exc = confirmation.exception()
+    if isinstance(exc, aiormq.exceptions.DeliveryError):
+        return PublishFailed(f"the broker refused the message ({where}): {exc.frame!r}")
+    if isinstance(exc, _CLOSED):
+        # aiormq fails pending confirms with the reason it dropped the channel (a missed
+        # heartbeat, for one: CancelledError): a failed publish, not our cancellation.
+        return PublishFailed(
+            f"the channel closed before the broker confirmed ({where}): {type(exc).__name__}"
+        )
+    if exc is not None:
+        return PublishFailed(f"publish failed ({where}): {type(exc).__name__}: {exc}")
+    return not isinstance(confirmation.result(), DeliveredMessage)
 
 
 def _declare_hint(namespace: str) -> str:

@@ -841,22 +841,14 @@ class _PlanHandler:
 
         Raises ``_Unconfirmed`` with the records the broker did not confirm.
         """
-        exchange = self._results.name
-        outcomes = await asyncio.gather(
-            *(
-                self._publisher.publish_body(
-                    exchange, routing_key(record), encode(record), _record_properties(record)
-                )
-                for record in records
-            ),
-            return_exceptions=True,
+        outcomes = await self._publisher.publish_bodies(
+            self._results.name,
+            [(routing_key(r), encode(r), _record_properties(r)) for r in records],
         )
-        failed = [r for r, o in zip(records, outcomes, strict=True) if isinstance(o, BaseException)]
+        failed = [r for r, o in zip(records, outcomes, strict=True) if isinstance(o, PublishFailed)]
         unroutable = [r for r, routed in zip(records, outcomes, strict=True) if routed is False]
         if failed:
-            first = next(o for o in outcomes if isinstance(o, BaseException))
-            if not isinstance(first, PublishFailed):
-                raise first
+            first = next(o for o in outcomes if isinstance(o, PublishFailed))
             raise _Unconfirmed(failed, len(unroutable), str(first))
         if unroutable:
             self._metrics.records_unroutable.inc(len(unroutable))
