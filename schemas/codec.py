@@ -56,7 +56,7 @@ def decode_plan(body: bytes, content_type: str | None = JSON) -> Plan:
         if cause is None:
             raise
         raise msgspec.DecodeError(cause) from None
-    except UnicodeDecodeError as exc:  # msgspec lets it escape for msgpack's strings
+    except UnicodeDecodeError as exc:  # msgspec < 0.23 lets it escape for msgpack's strings
         raise msgspec.DecodeError(f"a string is not valid UTF-8: {exc.reason}") from None
     except RecursionError:
         raise msgspec.DecodeError(
@@ -91,6 +91,8 @@ def _cause(body: bytes, json: bool, content_type: str | None, said: str) -> str 
             f"a lone surrogate escape {lone.group().decode()} at byte {lone.start()}: a "
             f"string must be Unicode text"
         )
+    if "UTF-8" in said:  # msgspec 0.23 says so itself; earlier ones raised UnicodeDecodeError
+        return f"a string is not valid UTF-8 ({said})"
     if body.lstrip()[:1] in (b"{", b"["):
         return (
             f"the body looks like JSON, but its content type says {content_type}: send it as "

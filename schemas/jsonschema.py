@@ -8,6 +8,7 @@ keywords, nothing a strict validator refuses as unknown.
 
 from __future__ import annotations
 
+import inspect
 import json
 import sys
 from pathlib import Path
@@ -54,13 +55,18 @@ NOT_JSON_SCHEMA: Final = frozenset({"discriminator"})
 
 
 def strict(schema: dict[str, Any]) -> dict[str, Any]:
-    """``schema`` without the keywords of ``NOT_JSON_SCHEMA``, at any depth.
+    """``schema`` without the keywords of ``NOT_JSON_SCHEMA``, at any depth, and each
+    ``description`` dedented (msgspec 0.23 dedents docstrings, earlier ones did not: the
+    published schema must not change with the version installed).
 
     Only keywords are dropped: a property may still be named ``discriminator``.
     """
     kept: dict[str, Any] = {}
     for keyword, value in schema.items():
         if keyword in NOT_JSON_SCHEMA:
+            continue
+        if keyword == "description" and isinstance(value, str):
+            kept[keyword] = inspect.cleandoc(value)
             continue
         if keyword in _SCHEMA_MAPS:  # name -> schema: the names are data, not keywords
             kept[keyword] = {name: strict(sub) for name, sub in value.items()}
