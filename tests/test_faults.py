@@ -339,6 +339,50 @@ async def test_an_action_in_hand_waits_out_a_long_outage_and_the_rest_waits_for_
         await proxy.close()
 
 
+@pytest.mark.parametrize("outage", ["cut", "blackout"])
+async def test_after_outages_the_worker_consumes_polls_and_stops_cleanly(
+    broker: Broker, start_worker: WorkerStarter, amqp_url: str, outage: str
+) -> None:
+    # The queue poller opens a channel every 50 ms; each outage closes the connections under
+    # it (at once, or by heartbeat when the broker goes silent), now and then while it opens
+    # one. CI saw a CancelledError of aiormq's end the poller and then the worker's shutdown.
+    parts = urlsplit(amqp_url)
+    proxy = SilencingProxy((parts.hostname or "127.0.0.1", parts.port or 5672))
+    port = await proxy.start()
+    via_proxy = amqp_url.replace(f"{parts.hostname}:{parts.port or 5672}", f"127.0.0.1:{port}")
+    try:
+        results = await broker.results_queue()
+        running = await start_worker(amqp_url=via_proxy, heartbeat_s=1, queue_poll_s=0.05)
+
+        def polled() -> bool:
+            return running.metric("asi_optimiser_queue_consumers", queue="plans") == 1.0
+
+        for number in range(5):
+            await wait_for(polled, timeout=30, what=f"the queue gauges before outage {number}")
+            await asyncio.sleep(0.013 * number)  # somewhere else in the poll each time
+            if outage == "cut":
+                proxy.cut()
+                await asyncio.sleep(0.3)
+            else:
+                proxy.blackout()
+                await asyncio.sleep(4.0)  # > the heartbeat's timeout
+            proxy.restore()
+            if number == 2:
+                await broker.publish_plan(no_op_plan("between"))
+                records = await broker.records(results.name, expect=2, timeout=30)
+                assert sorted(r.action.action_id for r in records) == ["between-0", "between-1"]
+        await wait_for(polled, timeout=30, what="the queue gauges after the last outage")
+        # Told to stop while its connections die (a silent broker: not yet declared dead).
+        if outage == "cut":
+            proxy.cut()
+        else:
+            proxy.blackout()
+            await asyncio.sleep(4.0)
+        await running.shutdown()
+    finally:
+        await proxy.close()
+
+
 async def test_a_worker_that_loses_the_broker_says_so_once_and_once_when_it_is_back(
     broker: Broker, amqp_url: str
 ) -> None:

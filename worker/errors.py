@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 
 class OptimiserError(Exception):
     """Root of every error the self-optimiser raises on purpose."""
@@ -22,3 +24,14 @@ class SubsystemUnavailable(OptimiserError):
 class PlanLost(OptimiserError):
     """The plan stopped being this worker's before an action took effect: nothing was done,
     and the action gets no record here (whoever has the plan now enacts it)."""
+
+
+def cancelled_here() -> bool:
+    """Whether the running task itself is being cancelled.
+
+    aiormq fails what waits on a channel with ``CancelledError`` when it drops the channel or
+    its connection (a missed heartbeat, the connection's reader cancelled): that is a failure
+    of the broker's link, to be handled as one, not our cancellation, which must go through.
+    """
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0

@@ -53,7 +53,7 @@ from worker.clock import Clock, SystemClock
 from worker.config import WorkerSettings
 from worker.connection import connect
 from worker.control import ControlFollower, describe
-from worker.errors import ConfigError
+from worker.errors import ConfigError, cancelled_here
 from worker.http import HealthServer
 from worker.metrics import OptimiserMetrics, WorkerMetrics
 from worker.optimiser import AsyncSelfOptimiser
@@ -248,12 +248,10 @@ class Worker:
         self._state = "stopping"
         self._stopping = True
         log.info("stopping: no new plans; finishing %d in hand", len(self._handlers))
-        try:
-            # Bounded: with the broker gone, aio-pika would wait for a reconnect first.
-            async with asyncio.timeout(settings.connect_timeout_s):
-                await topology.plans.cancel(consumer_tag)
-        except (aio_pika.exceptions.AMQPError, RuntimeError, TimeoutError) as exc:
-            log.warning("could not cancel the consumer cleanly: %s", exc or type(exc).__name__)
+        # Bounded: with the broker gone, aio-pika would wait for a reconnect first.
+        failed = await _attempt(topology.plans.cancel(consumer_tag), settings.connect_timeout_s)
+        if failed is not None:
+            log.warning("could not cancel the consumer cleanly: %s", failed)
         await self._drain(settings.shutdown_grace_s)
         await self._end_background(poller, background)
         # Closing the channel returns whatever was prefetched and not acked to the queue.
@@ -271,8 +269,8 @@ class Worker:
         in 7 of the SIGTERM test had a plan enacted and queued again)."""
         for task in background:
             task.cancel()
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(asyncio.shield(poller), self.settings.connect_timeout_s)
+        # asyncio.wait, not wait_for: what the poller ended with is no reason to stop otherwise.
+        await asyncio.wait({poller}, timeout=self.settings.connect_timeout_s)
         poller.cancel()
 
     def _memory(self, connection: AbstractRobustConnection) -> RecordMemory:
@@ -566,11 +564,19 @@ class Worker:
         the broker's own metrics, which hold while the worker is away)."""
         period = self.settings.queue_poll_s
         while period > 0 and not stop.is_set():
+            states = None
             try:
                 async with asyncio.timeout(max(period, 5.0)):
                     states = await queue_states(connection, self.names.watched)
+            except asyncio.CancelledError as exc:
+                # aiormq hands a connection's own cancelled reader to whoever opens a channel
+                # on it while it closes (CI saw it end the poller at shutdown): not ours.
+                if cancelled_here():
+                    raise
+                log.debug("queue poll failed: the connection was closing (%r)", exc)
             except (aio_pika.exceptions.AMQPError, RuntimeError, OSError, TimeoutError) as exc:
                 log.debug("queue poll failed: %s", exc)
+            if states is None:
                 self.metrics.queue_messages.clear()
                 self.metrics.queue_consumers.clear()
             else:
@@ -1007,11 +1013,9 @@ async def _guarded(handle: _Handle, message: AbstractIncomingMessage) -> None:
     try:
         await handle(message)
     except asyncio.CancelledError:
-        task = asyncio.current_task()
-        if task is not None and task.cancelling():
+        if cancelled_here():
             raise  # shutdown cancelled it: the delivery returns with the channel
-        # aiormq fails pending futures with CancelledError when it drops a channel: that is
-        # an error in handling, not our cancellation, and must not strand the delivery.
+        # A channel dropped under it (errors.cancelled_here): must not strand the delivery.
         log.error("handling delivery %s was cut short by a closed channel; it returns to the "
                   "queue", message.delivery_tag)  # fmt: skip
         await _settle(message, requeue=True)
@@ -1036,11 +1040,26 @@ async def _settle(message: AbstractIncomingMessage, *, requeue: bool | None) -> 
 
 
 async def _close(closable: AbstractChannel | AbstractRobustConnection, timeout_s: float) -> None:
+    failed = await _attempt(closable.close(), timeout_s)
+    if failed is not None:
+        log.debug("close %r: %s", closable, failed)
+
+
+async def _attempt(step: Awaitable[object], timeout_s: float) -> str | None:
+    """Run a step of shutting down within ``timeout_s``; None, or why it failed. A broker
+    link that fails under it (at shutdown, the connection may be dying) is no reason to
+    stop shutting down: CI saw aiormq's CancelledError from a connection declared dead by
+    heartbeat end a SIGTERM'd worker with a traceback."""
     try:
         async with asyncio.timeout(timeout_s):
-            await closable.close()
+            await step
+    except asyncio.CancelledError:
+        if cancelled_here():
+            raise
+        return "the connection closed under it"
     except (aio_pika.exceptions.AMQPError, RuntimeError, OSError, TimeoutError) as exc:
-        log.debug("close %r: %s", closable, exc)
+        return str(exc) or type(exc).__name__
+    return None
 
 
 T = TypeVar("T")

@@ -23,7 +23,7 @@ from aio_pika.abc import AbstractRobustConnection as Connection
 from aiormq.abc import DeliveredMessage
 
 from worker import frames
-from worker.errors import OptimiserError
+from worker.errors import OptimiserError, cancelled_here
 
 log = logging.getLogger(__name__)
 
@@ -425,9 +425,8 @@ async def caught_up(
             f"{', '.join(late) or 'the streams'} did not give back a marker {what}"
         ) from None
     except asyncio.CancelledError:
-        task = asyncio.current_task()
-        if task is not None and task.cancelling():
-            raise  # we are being cancelled: let it through
+        if cancelled_here():
+            raise
         # aiormq fails a pending confirm with CancelledError when it drops the channel.
         raise StreamUnavailable("the channel closed before the marker was confirmed") from None
     finally:
