@@ -135,7 +135,9 @@ class Broker:
 
         await declare(self.channel, self.names, delivery_limit=self.delivery_limit)
 
-    async def publish_plan(self, body: bytes | str | dict[str, Any], **properties: Any) -> None:
+    async def publish_plan(
+        self, body: bytes | str | dict[str, Any], *, timeout: float | None = None, **properties: Any
+    ) -> None:
         if isinstance(body, dict):
             body = json.dumps(body)
         if isinstance(body, str):
@@ -143,7 +145,9 @@ class Broker:
         properties.setdefault("content_type", "application/json")
         properties.setdefault("delivery_mode", aio_pika.DeliveryMode.PERSISTENT)
         exchange = await self.channel.get_exchange(self.names.plans_exchange)
-        await exchange.publish(aio_pika.Message(body, **properties), routing_key="")
+        await exchange.publish(
+            aio_pika.Message(body, **properties), routing_key="", timeout=timeout
+        )
 
     async def results_queue(self, pattern: str = "#") -> aio_pika.abc.AbstractQueue:
         """A queue bound to ``N.results`` with ``pattern``, deleted at clean-up.

@@ -29,13 +29,14 @@ SOAK_TIMEOUT_S = 240.0
 async def publish_all(broker: Broker, plans: list[dict[str, object]], faults: Counter[str]) -> None:
     """Each plan until the broker confirms it. The faults close this connection too: as a
     planner would, publish again what was not confirmed (a second copy of a plan is enacted
-    once, or it is a bug)."""
+    once, or it is a bug). Each publish has a timeout: one caught in a reconnect can wait for
+    ever (CI saw the soak hang past pytest's timeout after every action had its record)."""
     for plan in plans:
         while True:
             try:
-                await broker.publish_plan(plan)
+                await broker.publish_plan(plan, timeout=5.0)
                 break
-            except (aio_pika.exceptions.AMQPError, ConnectionError, RuntimeError):
+            except (aio_pika.exceptions.AMQPError, ConnectionError, RuntimeError, TimeoutError):
                 faults["plan_published_again"] += 1
                 await asyncio.sleep(0.2)
 
@@ -85,16 +86,21 @@ async def test_soak_with_random_faults_loses_nothing_and_enacts_nothing_twice(
 
     loop = asyncio.get_running_loop()
     started = loop.time()
+
     # Within pytest's own timeout, so that a soak that stalls says where.
+    async def soak() -> None:
+        await strike_until_done()
+        await publishing
+
     try:
-        await asyncio.wait_for(strike_until_done(), timeout=SOAK_TIMEOUT_S)
+        await asyncio.wait_for(soak(), timeout=SOAK_TIMEOUT_S)
     except TimeoutError:
         missing = sorted(expected - log.action_ids())
         raise AssertionError(
-            f"{len(missing)} actions without a record (first {missing[:3]}) after faults "
+            f"{len(missing)} actions without a record (first {missing[:3]}), the planner "
+            f"{'done' if publishing.done() else 'still publishing'}, after faults "
             f"{dict(faults)}; the last worker's last lines:\n" + "\n".join(workers[-1].lines[-80:])
         ) from None
-    await publishing
     worker = workers[-1]
     elapsed = loop.time() - started
     assert await worker.stop() == 0
