@@ -13,7 +13,7 @@ import copy
 import logging
 import uuid
 from collections.abc import Callable, Sequence
-from typing import Final
+from typing import Final, NamedTuple
 
 import aio_pika
 import aiormq
@@ -41,8 +41,17 @@ _CLOSED: Final = (
     aiormq.exceptions.ChannelClosed,
     aiormq.exceptions.ConnectionClosed,
 )
-#: What ``publish_bodies`` sends: (routing key, body, properties).
-Outgoing = tuple[str, bytes, aiormq.spec.Basic.Properties]
+
+
+class Outgoing(NamedTuple):
+    """One message for ``publish_bodies``."""
+
+    exchange: str
+    routing_key: str
+    body: bytes
+    properties: aiormq.spec.Basic.Properties
+
+
 #: Attempts of ``publish_idempotent`` before its ``PublishFailed`` reaches the caller.
 IDEMPOTENT_ATTEMPTS: Final = 3
 
@@ -79,14 +88,12 @@ class Publisher:
         properties: aiormq.spec.Basic.Properties,
     ) -> bool:
         """``publish`` for a body and its AMQP properties, without an ``aio_pika.Message``."""
-        (outcome,) = await self.publish_bodies(exchange, [(routing_key, body, properties)])
+        (outcome,) = await self.publish_bodies([Outgoing(exchange, routing_key, body, properties)])
         if isinstance(outcome, PublishFailed):
             raise outcome
         return outcome
 
-    async def publish_bodies(
-        self, exchange: str, messages: Sequence[Outgoing]
-    ) -> list[bool | PublishFailed]:
+    async def publish_bodies(self, messages: Sequence[Outgoing]) -> list[bool | PublishFailed]:
         """Publish each message and wait for the broker's confirms: for each, in order, True
         if routed, False if returned, or the ``PublishFailed`` that says why not confirmed
         (nacked, the timeout, the channel lost meanwhile: it may or may not have landed).
@@ -106,15 +113,13 @@ class Publisher:
                 message_id = _id_of(messages[i])
                 (later if message_id in seen else batch).append(i)
                 seen.add(message_id)
-            sent = await self._publish_distinct(exchange, [messages[i] for i in batch])
+            sent = await self._publish_distinct([messages[i] for i in batch])
             for i, outcome in zip(batch, sent, strict=True):
                 outcomes[i] = outcome
             pending = later
         return outcomes
 
-    async def _publish_distinct(
-        self, exchange: str, messages: list[Outgoing]
-    ) -> list[bool | PublishFailed]:
+    async def _publish_distinct(self, messages: list[Outgoing]) -> list[bool | PublishFailed]:
         ids = [_id_of(message) for message in messages]
         done = asyncio.get_running_loop().create_future()
         registered = False
@@ -131,7 +136,7 @@ class Publisher:
                     self._in_flight[message_id] = done
                 registered = True
                 channel = await self._channel.get_underlay_channel()
-                confirmations = await _send(channel, exchange, messages)
+                confirmations = await _send(channel, messages)
                 await asyncio.wait(confirmations)
         except TimeoutError:
             failure = f"no confirm from the broker within {self._timeout_s:g}s"
@@ -143,8 +148,8 @@ class Publisher:
                     del self._in_flight[message_id]
             done.set_result(None)
         outcomes: list[bool | PublishFailed] = []
-        for i, (routing_key, _, _) in enumerate(messages):
-            where = f"exchange {exchange!r}, routing key {routing_key!r}"
+        for i, message in enumerate(messages):
+            where = f"exchange {message.exchange!r}, routing key {message.routing_key!r}"
             if i >= len(confirmations):
                 outcomes.append(PublishFailed(f"{failure} ({where})"))
             else:
@@ -186,20 +191,19 @@ class Publisher:
 def _with_id(message: Outgoing) -> Outgoing:
     """The message with a message id: its confirm is matched to a return by it (aiormq would
     write a new one into the properties given, shared by every checkpoint)."""
-    routing_key, body, properties = message
-    if properties.message_id:
+    if message.properties.message_id:
         return message
-    properties = copy.copy(properties)
+    properties = copy.copy(message.properties)
     properties.message_id = uuid.uuid4().hex
-    return routing_key, body, properties
+    return message._replace(properties=properties)
 
 
 def _id_of(message: Outgoing) -> str:
-    return message[2].message_id or ""
+    return message.properties.message_id or ""
 
 
 async def _send(
-    underlay: aiormq.abc.AbstractChannel, exchange: str, messages: list[Outgoing]
+    underlay: aiormq.abc.AbstractChannel, messages: list[Outgoing]
 ) -> list[asyncio.Future[object]]:
     """aiormq's ``basic_publish`` (mandatory, with publisher confirms) for many messages at
     once: the same bookkeeping, a delivery tag and a confirmation each and the message id
@@ -213,7 +217,7 @@ async def _send(
     async with channel.lock:
         first = channel.delivery_tag + 1
         try:
-            for routing_key, body, properties in messages:
+            for exchange, routing_key, body, properties in messages:
                 parts.append(
                     marshal(
                         Basic.Publish(exchange=exchange, routing_key=routing_key, mandatory=True),
@@ -233,7 +237,7 @@ async def _send(
             await channel.write_queue.put(ChannelFrame(payload=b"".join(parts), should_close=False))
         except BaseException:
             # Nothing was written: the broker has not seen these tags, so they are used again.
-            for tag, (_, _, properties) in zip(
+            for tag, (*_, properties) in zip(
                 range(first, channel.delivery_tag + 1), messages, strict=False
             ):
                 channel.confirmations.pop(tag, None)
@@ -243,7 +247,7 @@ async def _send(
             for confirmation in confirmations:
                 confirmation.cancel()
             raise
-    for (_, _, properties), tag, confirmation in zip(
+    for (*_, properties), tag, confirmation in zip(
         messages, range(first, channel.delivery_tag + 1), confirmations, strict=True
     ):
         confirmation.add_done_callback(_forget_id(channel, properties.message_id or "", tag))

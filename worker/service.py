@@ -57,9 +57,10 @@ from worker.errors import ConfigError, cancelled_here
 from worker.http import HealthServer
 from worker.metrics import OptimiserMetrics, WorkerMetrics
 from worker.optimiser import AsyncSelfOptimiser
+from worker.outbox import Outbox
 from worker.planstep import PlanStep, RecordMemory
 from worker.ports import Subsystems
-from worker.publisher import PERSISTENT, Publisher, PublishFailed
+from worker.publisher import PERSISTENT, Outgoing, Publisher, PublishFailed
 from worker.remote import RemoteSubsystems
 from worker.review import AmqpReviewSink, FlagMemory
 from worker.state import StateFollower
@@ -84,6 +85,9 @@ _ACCEPTED_ENCODINGS: Final = frozenset({"", "identity", "utf-8", "utf8"})
 #: Backoff between attempts to publish records the broker did not confirm.
 RETRY_FIRST_S: Final = 0.5
 RETRY_MAX_S: Final = 10.0
+#: The longest the records of a plan wait for those of the plans enacted after it, to go out
+#: in one write with them (a plan that waits for a subsystem holds the others up no longer).
+GROUP_WAIT_S: Final = 0.002
 #: Own records confirmed this long ago and not read back from the state log are looked for.
 LOST_AFTER_S: Final = 1.0
 #: Checkpoints are read from this long before the state window: the broker's clock, which
@@ -228,6 +232,9 @@ class Worker:
             self,
             step=PlanStep(optimiser, memory, clock=self.clock, metrics=self.optimiser_metrics),
             publisher=publisher,
+            # A quarter of the prefetch a group at most: the plans of the next groups keep
+            # coming while one waits for its confirms.
+            outbox=Outbox(publisher, most=settings.prefetch // 4, wait_s=GROUP_WAIT_S),
             results=results,
             invalid=await publish_channel.get_exchange(self.names.invalid_exchange),
             catch_up=catch_up,
@@ -629,6 +636,7 @@ class _PlanHandler:
         *,
         step: PlanStep,
         publisher: Publisher,
+        outbox: Outbox,
         results: AbstractExchange,
         invalid: AbstractExchange,
         catch_up: Callable[[], Awaitable[None]],
@@ -642,6 +650,7 @@ class _PlanHandler:
         self._state = state
         self._invalid = invalid
         self._publisher = publisher
+        self._outbox = outbox
         self._results = results
         self._names = worker.names
         self._settings = worker.settings
@@ -658,31 +667,10 @@ class _PlanHandler:
         except _Unreadable as unreadable:
             await self._park(message, unreadable.kind, unreadable.reason)
             return
-        async with self._worker.turn:
-            if message.redelivered:
-                count = (message.headers or {}).get("x-delivery-count", "?")
-                log.info("plan %s redelivered (delivery count %s)", plan.plan_id, count)
-                # The worker that had it may have enacted part of it, its records still in
-                # flight (its node failed under them); they are resent once it reconnects.
-                await asyncio.sleep(arrived + self._settings.takeover_wait_s - time.monotonic())
-            if self._worker.stopping:
-                await _settle(message, requeue=True)
-                self._metrics.plans_consumed.labels("requeued").inc()
-                return
-            if not await self._fenced(plan.plan_id, message):
-                return
-            self.handled += 1
-            try:
-                records = await self._step.run(plan, owned=lambda: _owned(message))
-            except StreamUnavailable as exc:
-                log.warning(
-                    "plan %s: the records of its actions enacted before could not be read back "
-                    "(%s); nothing enacted, it returns to the queue in 1s", plan.plan_id, exc,
-                )  # fmt: skip
-                await asyncio.sleep(1.0)
-                await _settle(message, requeue=True)
-                self._metrics.plans_consumed.labels("requeued").inc()
-                return
+        with self._outbox.holding():
+            records = await self._enact(plan, message, arrived)
+        if records is None:
+            return
         # The actions are enacted: their records must go out, however long the broker takes.
         # Nacking would have the plan enacted again.
         unroutable = await self._publish_until_confirmed(plan.plan_id, records)
@@ -702,6 +690,38 @@ class _PlanHandler:
             f"; {unroutable} record(s) unroutable" if unroutable else "",
             "" if acked else "; ack lost with the channel, the broker will redeliver it",
         )  # fmt: skip
+
+    async def _enact(
+        self, plan: Plan, message: AbstractIncomingMessage, arrived: float
+    ) -> list[EnactmentRecord] | None:
+        """The plan's records, its turn come and its fence passed; None if it is not enacted
+        here (stopping, the delivery lost, its originals unreadable: settled already)."""
+        async with self._worker.turn:
+            if message.redelivered:
+                count = (message.headers or {}).get("x-delivery-count", "?")
+                log.info("plan %s redelivered (delivery count %s)", plan.plan_id, count)
+                # The worker that had it may have enacted part of it, its records still in
+                # flight (its node failed under them); they are resent once it reconnects.
+                await asyncio.sleep(arrived + self._settings.takeover_wait_s - time.monotonic())
+            if self._worker.stopping:
+                await _settle(message, requeue=True)
+                self._metrics.plans_consumed.labels("requeued").inc()
+                return None
+            if not await self._fenced(plan.plan_id, message):
+                return None
+            self.handled += 1
+            try:
+                records = await self._step.run(plan, owned=lambda: _owned(message))
+            except StreamUnavailable as exc:
+                log.warning(
+                    "plan %s: the records of its actions enacted before could not be read back "
+                    "(%s); nothing enacted, it returns to the queue in 1s", plan.plan_id, exc,
+                )  # fmt: skip
+                await asyncio.sleep(1.0)
+                await _settle(message, requeue=True)
+                self._metrics.plans_consumed.labels("requeued").inc()
+                return None
+        return records
 
     async def _fenced(self, plan_id: str, message: AbstractIncomingMessage) -> bool:
         """A fence for this plan, unless one serves already: a fence started less than
@@ -860,9 +880,9 @@ class _PlanHandler:
 
         Raises ``_Unconfirmed`` with the records the broker did not confirm.
         """
-        outcomes = await self._publisher.publish_bodies(
-            self._results.name,
-            [(routing_key(r), encode(r), _record_properties(r)) for r in records],
+        exchange = self._results.name
+        outcomes = await self._outbox.publish(
+            [Outgoing(exchange, routing_key(r), encode(r), _record_properties(r)) for r in records]
         )
         failed = [r for r, o in zip(records, outcomes, strict=True) if isinstance(o, PublishFailed)]
         unroutable = [r for r, routed in zip(records, outcomes, strict=True) if routed is False]
