@@ -54,6 +54,8 @@ from worker.topology import Names
 RULES = ROOT / "deploy" / "prometheus" / "alerts.yml"
 RESULTS = Path(__file__).with_name("results")
 NAMESPACE = "optimiser"
+#: The queue a ReflectionCycle reads records from (deploy: `N.reflection.*`).
+REFLECTION_QUEUE = f"{NAMESPACE}.reflection.bench"
 SCRAPE_S = 2
 JSON = "application/json"
 #: Guardrails out of the way of the load (the scenario creates failures, not refusals).
@@ -147,6 +149,7 @@ class Stack:
         )
         await self.worker.start()
         await self.worker.wait_consuming(timeout=60)
+        await self._reflection()
         server_ready = asyncio.Event()
         server = SubsystemServer(self.node.url(), NAMESPACE)
         subsystems = seed_subsystems(SimulatedCycle(), self.orchestrator)
@@ -160,6 +163,18 @@ class Stack:
         self._tasks.append(asyncio.create_task(self._plan()))
         self._tasks.append(asyncio.create_task(self._watch()))
         self.mark("stack up: worker ready, planner at 1 plan/s, Prometheus scraping every 2 s")
+
+    async def _reflection(self) -> None:
+        """What a ReflectionCycle binds to N.results (its newest records kept, the rest
+        dropped): without a queue there every record is unroutable."""
+        names = Names(NAMESPACE)
+        connection = await aio_pika.connect(self.node.url())
+        async with connection:
+            channel = await connection.channel()
+            queue = await channel.declare_queue(
+                REFLECTION_QUEUE, durable=True, arguments={"x-max-length": 1000}
+            )
+            await queue.bind(names.results_exchange, "#")
 
     def _start_prometheus(self) -> None:
         folder = self.base / "prometheus"
@@ -408,12 +423,12 @@ async def _parked(stack: Stack, channel: aio_pika.abc.AbstractChannel) -> None:
 
 async def _unroutable(stack: Stack, channel: aio_pika.abc.AbstractChannel) -> None:
     names = Names(NAMESPACE)
-    log = await channel.declare_queue(names.results_log, passive=True)
-    unbound = stack.mark(f"{names.results_log} unbound from {names.results_exchange}")
-    await log.unbind(names.results_exchange, "#")
+    reflection = await channel.declare_queue(REFLECTION_QUEUE, passive=True)
+    unbound = stack.mark(f"{REFLECTION_QUEUE} unbound from {names.results_exchange}")
+    await reflection.unbind(names.results_exchange, "#")
     await asyncio.sleep(10)
     rebound = stack.mark("bound again")
-    await log.bind(names.results_exchange, "#")
+    await reflection.bind(names.results_exchange, "#")
     stack.expect("OptimiserRecordsUnroutable", "records unroutable", unbound, rebound)
     await stack.until(rebound, 60)
 

@@ -44,6 +44,7 @@ import aiormq
 from aio_pika.abc import AbstractIncomingMessage, AbstractRobustConnection
 
 from schemas import ActionKind, EnactmentRecord, EnactmentStatus, ImprovementAction, Plan, encode
+from worker.state import RECORDS_TYPE, records_message
 from worker.topology import Names, layout, queue_states
 
 RELAY: Final = "aio-pika relay"
@@ -234,6 +235,7 @@ class Namespace:
         *,
         batch: int = 1000,
         message_ids: list[str] | None = None,
+        message_type: str | None = None,
     ) -> None:
         """Publish persistent messages with confirms, ``batch`` in flight at a time."""
         ids: list[str | None] = list(message_ids) if message_ids else [None] * len(bodies)
@@ -249,6 +251,7 @@ class Namespace:
                             content_type="application/json",
                             delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
                             message_id=message_id,
+                            type=message_type,
                         ),
                         routing_key="bench",
                     )
@@ -462,24 +465,30 @@ class StartUp:
 #: Records are written to the state stream in slices of this many, so that the bench itself
 #: never holds a million of them.
 STARTUP_SLICE: Final = 50_000
+#: Records a message of the state log holds, as the worker writes them: a group of plans
+#: published together (at ten actions a plan, one plan a group is the least).
+STARTUP_GROUP: Final = 10
 
 
 async def startup(url: str, *, records: int) -> StartUp:
     """From ``self-optimiser run`` to consuming, with ``records`` in the state stream to read
     (a day's worth, ``dedup_window_s`` one day so that all of it is read), and the worker's
-    peak resident memory on the way. The records carry what the worker's own do: the action
-    id as message id. Twice: the first worker reads them all (no checkpoint yet), enacts one
-    plan and so writes its checkpoints; a second one starts from those."""
+    peak resident memory on the way. The records are written as the worker writes them, ten
+    to a message (a group of plans published together). Twice: the first worker reads them
+    all (no checkpoint yet), enacts one plan and so writes its checkpoints; a second one
+    starts from those."""
     async with Namespace(url, "quorum", count_records=False) as space:
         now = datetime.now(UTC)
         step = timedelta(days=1) / max(records, 1)
         for first in range(0, records, STARTUP_SLICE):
             numbers = range(first, min(records, first + STARTUP_SLICE))
+            bodies = [encode(_day_record(n, now - timedelta(days=1) + step * n)) for n in numbers]
+            groups = [bodies[i : i + STARTUP_GROUP] for i in range(0, len(bodies), STARTUP_GROUP)]
             await space.publish(
-                space.names.results_exchange,
-                [encode(_day_record(n, now - timedelta(days=1) + step * n)) for n in numbers],
-                batch=5000,
-                message_ids=[f"day-{n}" for n in numbers],
+                space.names.notes,
+                [records_message(space.names.notes, group).body for group in groups],
+                batch=500,
+                message_type=RECORDS_TYPE,
             )
         started = time.perf_counter()
         # Its checkpoints written at once, not after the default five minutes: what is

@@ -33,6 +33,7 @@ from tests.test_state import CountingLoad
 from worker import Subsystems
 from worker.config import WorkerSettings
 from worker.connection import connect
+from worker.state import records_of
 from worker.subsystem_server import SubsystemServer
 from worker.topology import Names, declare
 
@@ -114,7 +115,7 @@ class Run:
     async def state_log(self) -> list[EnactmentRecord]:
         """Every record in the state stream, read from its first message to its last."""
         messages = await read_stream(self.connection, self.names.results_log, quiet_s=3.0)
-        return [decode_record(body) for kind, body in messages if kind == "enactment_record"]
+        return [record for kind, body in messages for record in records_of(kind, body)]
 
     async def review_ids(self) -> Counter[tuple[str, str]]:
         """Review items by (action id, when flagged): a copy re-sent after a lost confirm has

@@ -112,7 +112,7 @@ async def test_a_message_nobody_can_read_in_the_state_streams_is_skipped_and_res
     raw = await RawPublisher.open(amqp_url)
     try:
         await raw.publish(
-            broker.names.results_exchange, "NO_OP.SKIPPED.mXX", b"{}",
+            broker.names.notes, "NO_OP.SKIPPED.mXX", b"{}",
             replace={b"mXX": b"m" + BAD}, message_id="x",
         )  # fmt: skip
         await raw.publish(

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 import aiormq
 
-from worker.outbox import Outbox
+from worker.outbox import Outbox, Sent
 from worker.publisher import Outgoing, Publisher, PublishFailed
 
 
@@ -32,25 +32,35 @@ def out(body: str, routing_key: str = "r") -> Outgoing:
     return Outgoing("x", routing_key, body.encode(), aiormq.spec.Basic.Properties())
 
 
+def state_message(bodies: list[bytes]) -> Outgoing:
+    return out("state:" + "+".join(b.decode() for b in bodies))
+
+
+def outbox_of(publisher: Publisher, *, most: int = 8, wait_s: float = 60.0) -> Outbox:
+    return Outbox(publisher, state=state_message, most=most, wait_s=wait_s)
+
+
 async def test_a_plan_alone_goes_out_at_once() -> None:
     publisher = Recording()
-    outbox = Outbox(publisher, most=8, wait_s=60.0)
+    outbox = outbox_of(publisher)
     async with asyncio.timeout(1):
-        assert await outbox.publish([out("a"), out("b", "nowhere")]) == [True, False]
+        assert await outbox.publish([out("a"), out("b", "nowhere")]) == Sent([True, False], None)
     assert publisher.calls == [["a", "b"]]
 
 
 async def test_plans_in_hand_go_out_in_one_write_each_told_its_own() -> None:
     publisher = Recording()
-    outbox = Outbox(publisher, most=8, wait_s=60.0)
+    outbox = outbox_of(publisher)
     release = asyncio.Event()
 
-    async def plan(name: str) -> list[bool | PublishFailed]:
+    async def plan(name: str) -> Sent:
         with outbox.holding():
             await release.wait()  # waiting for its turn, being enacted
-        return await outbox.publish([out(f"{name}1"), out(f"{name}2", "nowhere")])
+        return await outbox.publish(
+            [out(f"{name}1"), out(f"{name}2", "nowhere")], [b"s" + name.encode()]
+        )
 
-    async def first() -> list[bool | PublishFailed]:
+    async def first() -> Sent:
         with outbox.holding():
             pass
         return await outbox.publish([out("p1")])  # others are in hand: it waits for them
@@ -63,22 +73,23 @@ async def test_plans_in_hand_go_out_in_one_write_each_told_its_own() -> None:
     release.set()
     async with asyncio.timeout(1):
         outcomes = await asyncio.gather(*plans)
-    assert publisher.calls == [["p1", "q1", "q2", "r1", "r2"]]
-    assert outcomes == [[True], [True, False], [True, False]]
+    # The state log's message of the group last, one for all of it.
+    assert publisher.calls == [["p1", "q1", "q2", "r1", "r2", "state:sq+sr"]]
+    assert outcomes == [Sent([True], None), Sent([True, False], True), Sent([True, False], True)]
 
 
 async def test_records_wait_for_plans_in_hand_no_longer_than_wait_s() -> None:
     publisher = Recording()
-    outbox = Outbox(publisher, most=8, wait_s=0.01)
+    outbox = outbox_of(publisher, wait_s=0.01)
     with outbox.holding():  # a plan waiting for a subsystem, say
         async with asyncio.timeout(1):
-            assert await outbox.publish([out("early")]) == [True]
+            assert await outbox.publish([out("early")]) == Sent([True], None)
         assert publisher.calls == [["early"]]
 
 
 async def test_at_most_most_hand_ins_wait_together() -> None:
     publisher = Recording()
-    outbox = Outbox(publisher, most=2, wait_s=60.0)
+    outbox = outbox_of(publisher, most=2)
     with outbox.holding():
         async with asyncio.timeout(1):
             sent = [asyncio.create_task(outbox.publish([out(str(i))])) for i in range(5)]
@@ -94,7 +105,8 @@ async def test_a_publisher_that_raises_fails_each_message_instead_of_stranding_i
         async def publish_bodies(self, messages: Sequence[Outgoing]) -> list[bool | PublishFailed]:
             raise RuntimeError("bug")
 
-    outbox = Outbox(Broken(), most=8, wait_s=60.0)
+    outbox = outbox_of(Broken())
     async with asyncio.timeout(1):
-        outcomes = await outbox.publish([out("a"), out("b")])
-    assert all(isinstance(o, PublishFailed) and "bug" in str(o) for o in outcomes)
+        sent = await outbox.publish([out("a"), out("b")], [b"s"])
+    assert all(isinstance(o, PublishFailed) and "bug" in str(o) for o in sent.outcomes)
+    assert isinstance(sent.state, PublishFailed)

@@ -33,13 +33,14 @@ def record(action_id: str, at: datetime, *, replay: bool = False) -> EnactmentRe
 
 
 class Stream:
-    """Records by offset, as the state stream holds them; counts the reads."""
+    """Records by offset, as the state stream holds them (a group's in one message); counts
+    the reads."""
 
     def __init__(self) -> None:
-        self.records: dict[int, EnactmentRecord] = {}
+        self.records: dict[int, list[EnactmentRecord]] = {}
         self.reads = 0
 
-    async def fetch(self, offsets: list[int]) -> dict[int, EnactmentRecord]:
+    async def fetch(self, offsets: list[int]) -> dict[int, list[EnactmentRecord]]:
         self.reads += 1
         return {offset: self.records[offset] for offset in offsets}
 
@@ -54,17 +55,18 @@ async def test_a_record_read_back_is_kept_as_its_offset_and_fetched_for_a_replay
     assert await memory.recall(["a"]) == {"a": own}
     assert stream.reads == 0
 
-    stream.records[7] = own
+    stream.records[7] = [own]
     memory.located("a", 7)  # the stream handed it back
     assert await memory.recall(["a"]) == {"a": own}
     assert stream.reads == 1
 
-    learnt = record("b", clock.now())
-    stream.records[8] = learnt
-    memory.remember(learnt, 8)  # another worker's, from the stream
-    assert await memory.recall(["a", "b", "c"]) == {"a": own, "b": learnt}  # one read
-    assert stream.reads == 2
-    assert len(memory) == 2
+    learnt, grouped = record("b", clock.now()), record("c", clock.now())
+    stream.records[8] = [learnt, grouped]
+    memory.remember(learnt, 8)  # another worker's, from the stream: a group of two
+    memory.remember(grouped, 8)
+    assert await memory.recall(["a", "b", "c", "d"]) == {"a": own, "b": learnt, "c": grouped}
+    assert stream.reads == 2  # one read for all three
+    assert len(memory) == 3
 
 
 async def test_the_first_record_is_kept_replays_and_copies_change_nothing() -> None:
@@ -72,7 +74,7 @@ async def test_the_first_record_is_kept_replays_and_copies_change_nothing() -> N
     stream = Stream()
     memory = RecordMemory(window_s=60, limit=10, clock=clock, fetch=stream.fetch)
     first = record("a", clock.now())
-    stream.records[1] = first
+    stream.records[1] = [first]
     memory.remember(first, 1)
     clock.advance(5)
     memory.remember(record("a", clock.now()), 2)  # a later copy
@@ -113,8 +115,8 @@ async def test_ids_loaded_from_checkpoints_keep_the_window_and_the_limit_oldest_
     memory.load(["c"], [3], [ms - 5_000])  # a second checkpoint message
     assert [a for a in ("a", "b", "c", "x") if a in memory] == ["b", "c"]  # "a": too old
     assert len(memory) == 2
-    stream.records[2] = record("b", clock.now() - timedelta(seconds=20))
-    assert await memory.recall(["b", "x"]) == {"b": stream.records[2]}
+    stream.records[2] = [record("b", clock.now() - timedelta(seconds=20))]
+    assert await memory.recall(["b", "x"]) == {"b": stream.records[2][0]}
     assert not memory.remember(record("b", clock.now()))  # known: not remembered again
 
     for n in range(4):
@@ -145,8 +147,8 @@ async def test_a_stream_that_holds_another_record_at_the_offset_is_an_error() ->
     stream = Stream()
     memory = RecordMemory(window_s=60, limit=10, clock=clock, fetch=stream.fetch)
     memory.remember(record("a", clock.now()), 4)
-    stream.records[4] = record("someone-else", clock.now())
-    with pytest.raises(OptimiserError, match="holds someone-else at offset 4, not a"):
+    stream.records[4] = [record("someone-else", clock.now())]
+    with pytest.raises(OptimiserError, match="holds no record of a at offset 4"):
         await memory.recall(["a"])
 
 
@@ -202,7 +204,7 @@ async def test_read_offsets_says_when_retention_took_an_offset(broker: Broker) -
 async def test_when_the_originals_cannot_be_read_back_nothing_of_the_plan_is_enacted() -> None:
     clock = ManualClock()
 
-    async def unavailable(offsets: list[int]) -> dict[int, EnactmentRecord]:
+    async def unavailable(offsets: list[int]) -> dict[int, list[EnactmentRecord]]:
         raise streams.StreamUnavailable("the state stream did not answer")
 
     memory = RecordMemory(window_s=60, limit=10, clock=clock, fetch=unavailable)

@@ -20,8 +20,9 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from schemas import ActionKind, EnactmentRecord, EnactmentStatus, ImprovementAction, encode
-from tests.broker import Broker, rabbitmqctl
+from tests.broker import Broker, rabbitmqctl, read_stream
 from tests.conftest import ServerStarter, WorkerStarter, plan_of, wait_for
+from tests.test_worker import no_op_plan
 from worker import SubsystemResult, Subsystems, streams
 from worker.clock import SystemClock
 from worker.config import WorkerSettings
@@ -32,7 +33,7 @@ from worker.ports import LoadShed
 from worker.publisher import Publisher
 from worker.review import FLAGGED_TYPE, AmqpReviewSink, FlagMemory
 from worker.service import Worker
-from worker.state import StateFollower
+from worker.state import RECORDS_TYPE, StateFollower, records_of
 from worker.topology import TopologyMismatch
 
 pytestmark = pytest.mark.integration
@@ -173,24 +174,38 @@ async def test_a_record_the_stream_lost_is_found_and_published_again(
     broker: Broker, start_worker: WorkerStarter
 ) -> None:
     # A confirmed record that never reached N.results.log (as when a stream's leader fails
-    # over: rabbitmq-server #9457), made here by unbinding the stream while it is published.
+    # over: rabbitmq-server #9457), made here by unbinding the stream while its group's
+    # message goes out, routed to a queue of the test's (so the broker confirms it).
     load = CountingLoad()
     results = await broker.results_queue()
     first = await start_worker(subsystems=Subsystems(load=load))
     stream = await broker.channel.get_queue(broker.names.results_log)
-    await stream.unbind(broker.names.results_exchange, "#")
+    elsewhere = await broker.channel.declare_queue(f"{broker.names.namespace}.test-elsewhere")
+    broker.extra_queues.append(elsewhere.name)
+    await elsewhere.bind(broker.names.notes, "")
+    await stream.unbind(broker.names.notes, "")
     await broker.publish_plan(plan_of("REDUCE_LOAD", plan_id="lost"))
     [enacted] = await broker.records(results.name, expect=1)  # confirmed, routed elsewhere
-    await stream.bind(broker.names.results_exchange, "#")
+    await stream.bind(broker.names.notes, "")
+    await elsewhere.unbind(broker.names.notes, "")
 
     # Found within a second (LOST_AFTER_S), or by the next plan's fence if one comes first.
     await broker.publish_plan(plan_of("NO_OP", plan_id="next"))
-    resent, _ = sorted(
-        await broker.records(results.name, expect=2), key=lambda r: r.plan_id != "lost"
+    await wait_for(
+        lambda: first.metric("asi_optimiser_records_resent_total") == 1,
+        what="the lost record published again",
     )
-    assert (resent.action.action_id, resent.replay) == ("lost-0", False)
-    assert resent.attempted_at == enacted.attempted_at  # the same fact, not a new one
-    assert first.metric("asi_optimiser_records_resent_total") == 1
+    in_stream = [
+        record
+        for kind, body in await read_stream(broker.connection, stream.name, quiet_s=1.0)
+        for record in records_of(kind, body)
+    ]
+    assert sorted(r.action.action_id for r in in_stream) == ["lost-0", "next-0"]
+    [resent] = [r for r in in_stream if r.action.action_id == "lost-0"]
+    assert (resent.replay, resent.attempted_at) == (False, enacted.attempted_at)  # the same fact
+    # Published again to the state log only: N.results had it.
+    [next_record] = await broker.records(results.name, expect=2, timeout=3)
+    assert next_record.plan_id == "next"
     await first.shutdown()
 
     # A worker that starts from the stream alone knows the action: it is not enacted again.
@@ -298,10 +313,10 @@ async def test_a_restore_longer_than_the_state_timeout_goes_on_while_it_makes_pr
         for n in range(count)
     ]  # fmt: skip
     underlay = await broker.channel.get_underlay_channel()  # aio-pika's Message is slow
-    for n, body in enumerate(bodies):
+    for n, body in enumerate(bodies):  # a record a message, as version 0.1 wrote them
         await underlay.basic_publish(
             body,
-            exchange=broker.names.results_exchange,
+            exchange=broker.names.notes,
             routing_key="NO_OP.SKIPPED.m",
             properties=aiormq.spec.Basic.Properties(
                 message_id=f"busy-{n}", message_type="enactment_record"
@@ -315,3 +330,37 @@ async def test_a_restore_longer_than_the_state_timeout_goes_on_while_it_makes_pr
     assert follower.records_read >= count
     progress = [m for m in caplog.messages if m.startswith("restoring guardrail state: ")]
     assert progress, "a long restore says how far it got"
+
+
+async def test_a_namespace_of_version_0_1_loses_its_record_binding_and_the_log_one_per_group(
+    broker: Broker, start_worker: WorkerStarter, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Version 0.1 bound the state log to N.results: every record written to it, one each.
+    results = await broker.results_queue()  # declares the namespace as this version does
+    stream = await broker.channel.get_queue(broker.names.results_log)
+    await stream.bind(broker.names.results_exchange, "#")
+    await start_worker()  # declares the namespace: the old binding goes
+    await broker.publish_plan(no_op_plan("grouped", actions=3))
+    assert len(await broker.records(results.name, expect=3)) == 3
+    messages = await read_stream(broker.connection, stream.name, quiet_s=1.0)
+    kinds = [kind for kind, _ in messages if kind != streams.MARKER_TYPE]
+    assert kinds == [RECORDS_TYPE]  # the plan's three records in one message, nothing else
+    assert not [m for m in caplog.messages if "is still bound to" in m]
+
+
+async def test_a_worker_that_may_not_declare_says_once_that_the_old_binding_is_still_there(
+    broker: Broker, start_worker: WorkerStarter, caplog: pytest.LogCaptureFixture
+) -> None:
+    results = await broker.results_queue()  # declares the namespace as this version does
+    stream = await broker.channel.get_queue(broker.names.results_log)
+    await stream.bind(broker.names.results_exchange, "#")
+    await start_worker(declare_topology=False)
+    for n in range(3):
+        await broker.publish_plan(no_op_plan(f"twice-{n}"))
+    assert len(await broker.records(results.name, expect=6)) == 6
+    await wait_for(
+        lambda: any("is still bound to" in m for m in caplog.messages),
+        what="the warning about the binding of version 0.1",
+    )
+    await asyncio.sleep(0.5)
+    assert len([m for m in caplog.messages if "is still bound to" in m]) == 1

@@ -204,9 +204,7 @@ async def test_unroutable_records_are_an_error_and_a_metric_not_silence(
     broker: Broker, start_worker: WorkerStarter, caplog: pytest.LogCaptureFixture
 ) -> None:
     running = await start_worker()
-    # The state stream is bound to every record; take it away and nothing is.
-    stream = await broker.channel.declare_queue(broker.names.results_log, passive=True)
-    await stream.unbind(broker.names.results_exchange, "#")
+    # No queue bound to N.results (no ReflectionCycle, no tail): the records reach nobody.
     await broker.publish_plan(no_op_plan("nobody-listens"))
     await wait_for(
         lambda: running.metric("asi_optimiser_records_unroutable_total") == 2,
@@ -215,6 +213,37 @@ async def test_unroutable_records_are_an_error_and_a_metric_not_silence(
     assert any(
         r.levelname == "ERROR" and "reached no queue" in r.getMessage() for r in caplog.records
     )
+    await wait_for(
+        lambda: running.metric("asi_optimiser_plans_consumed_total", outcome="acked") == 1,
+        what="the plan acked: the state log holds its records",
+    )
+
+
+async def test_a_plan_is_held_while_the_state_log_is_unbound_and_acked_once_it_is_back(
+    broker: Broker, start_worker: WorkerStarter, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Acked without its records in the state log, a plan redelivered later (or a restart)
+    # would have its actions enacted again: it stays in hand until the broker takes them.
+    results = await broker.results_queue()
+    running = await start_worker(publish_timeout_s=1.0)
+    stream = await broker.channel.declare_queue(broker.names.results_log, passive=True)
+    await stream.unbind(broker.names.notes, "")
+    await broker.publish_plan(no_op_plan("unlogged"))
+    await wait_for(
+        lambda: running.metric("asi_optimiser_records_unroutable_total") >= 2,
+        what="the state log's message returned",
+    )
+    assert running.metric("asi_optimiser_plans_consumed_total", outcome="acked") == 0
+    assert any(
+        r.levelname == "ERROR" and "state log's message" in r.getMessage() for r in caplog.records
+    )
+    await stream.bind(broker.names.notes, "")
+    await wait_for(
+        lambda: running.metric("asi_optimiser_plans_consumed_total", outcome="acked") == 1,
+        what="the plan acked once the state log is bound again",
+    )
+    # Published to N.results once only: only the state log's message went again.
+    assert len(await broker.records(results.name, expect=3, timeout=2)) == 2
 
 
 async def test_health_readiness_and_metrics_are_served(

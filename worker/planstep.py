@@ -48,7 +48,7 @@ class RecordMemory:
         window_s: float,
         limit: int,
         clock: Clock,
-        fetch: Callable[[list[int]], Awaitable[dict[int, EnactmentRecord]]] | None = None,
+        fetch: Callable[[list[int]], Awaitable[dict[int, list[EnactmentRecord]]]] | None = None,
     ) -> None:
         self._window_s = window_s
         self._limit = limit
@@ -74,28 +74,29 @@ class RecordMemory:
         """The first record of each of ``action_ids`` remembered, read again from the stream
         where only its offset is kept (in one go: a redelivered plan's are close together)."""
         records: dict[str, EnactmentRecord] = {}
-        offsets: dict[int, str] = {}
+        offsets: dict[int, list[str]] = {}  # a message of the state log holds several
         sealed = self._sealed_now()
         for action_id in action_ids:
             entry = self._entries.get(action_id)
             if isinstance(entry, EnactmentRecord):
                 records[action_id] = entry
             elif entry is not None:
-                offsets[entry & _OFFSET_MASK] = action_id
+                offsets.setdefault(entry & _OFFSET_MASK, []).append(action_id)
             elif sealed is not None and (offset := sealed.offset(action_id)) is not None:
-                offsets[offset] = action_id
+                offsets.setdefault(offset, []).append(action_id)
         if not offsets:
             return records
         if self._fetch is None:
             raise OptimiserError("records to replay are in the state stream, unreadable here")
-        for offset, record in (await self._fetch(list(offsets))).items():
-            action_id = offsets[offset]
-            if record.action.action_id != action_id:
-                raise OptimiserError(
-                    f"the state stream holds {record.action.action_id} at offset {offset}, "
-                    f"not {action_id}: the stream was replaced under this worker"
-                )
-            records[action_id] = record
+        for offset, held in (await self._fetch(list(offsets))).items():
+            for action_id in offsets[offset]:
+                record = next((r for r in held if r.action.action_id == action_id), None)
+                if record is None:
+                    raise OptimiserError(
+                        f"the state stream holds no record of {action_id} at offset {offset}: "
+                        f"the stream was replaced under this worker"
+                    )
+                records[action_id] = record
         return records
 
     def remember(self, record: EnactmentRecord, offset: int | None = None) -> bool:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import math
 import time
@@ -63,7 +64,7 @@ from worker.ports import Subsystems
 from worker.publisher import PERSISTENT, Outgoing, Publisher, PublishFailed
 from worker.remote import RemoteSubsystems
 from worker.review import AmqpReviewSink, FlagMemory
-from worker.state import StateFollower
+from worker.state import RECORD_TYPE, StateFollower, records_in, records_message
 from worker.streams import (
     StreamFollower,
     StreamUnavailable,
@@ -234,7 +235,12 @@ class Worker:
             publisher=publisher,
             # A quarter of the prefetch a group at most: the plans of the next groups keep
             # coming while one waits for its confirms.
-            outbox=Outbox(publisher, most=settings.prefetch // 4, wait_s=GROUP_WAIT_S),
+            outbox=Outbox(
+                publisher,
+                state=functools.partial(records_message, self.names.notes),
+                most=settings.prefetch // 4,
+                wait_s=GROUP_WAIT_S,
+            ),
             results=results,
             invalid=await publish_channel.get_exchange(self.names.invalid_exchange),
             catch_up=catch_up,
@@ -284,10 +290,10 @@ class Worker:
         """The record memory, reading originals back from the state log on ``connection``."""
         settings = self.settings
 
-        async def fetch(offsets: Sequence[int]) -> dict[int, EnactmentRecord]:
+        async def fetch(offsets: Sequence[int]) -> dict[int, list[EnactmentRecord]]:
             stream, timeout_s = self.names.results_log, settings.fence_timeout_s
             read = await read_offsets(connection, stream, offsets, timeout_s)
-            return {offset: decode_record(message.body) for offset, message in read.items()}
+            return {offset: records_in(message) for offset, message in read.items()}
 
         return RecordMemory(
             window_s=settings.dedup_window_s,
@@ -788,10 +794,10 @@ class _PlanHandler:
             self._metrics.records_resent.inc(len(lost))
             log.warning(
                 "%d record(s) this worker published are missing from %s (the stream lost "
-                "them); publishing them again, with the same message ids",
+                "them); writing them to it again",
                 len(lost), self._names.results_log,
             )  # fmt: skip
-            await self._publish_until_confirmed(plan_id, lost)
+            await self._publish_until_confirmed(plan_id, [], lost)
 
     async def watch_lost(self) -> None:
         """Own records confirmed more than ``LOST_AFTER_S`` ago and not read back are looked
@@ -855,40 +861,56 @@ class _PlanHandler:
         except Exception as exc:  # RecursionError for deep nesting, and whatever else a body does
             raise _Unreadable("malformed", f"{type(exc).__name__}: {exc}") from None
 
-    async def _publish_until_confirmed(self, plan_id: str, records: list[EnactmentRecord]) -> int:
-        """Publish the records, retrying the unconfirmed ones with backoff; return unroutable."""
-        pending, unroutable, delay = records, 0, RETRY_FIRST_S
-        self._state.expect_back(records)
+    async def _publish_until_confirmed(
+        self,
+        plan_id: str,
+        records: list[EnactmentRecord],
+        state: list[EnactmentRecord] | None = None,
+    ) -> int:
+        """Publish ``records`` to ``N.results`` and ``state`` (by default the records that are
+        not replays) to the state log, retrying what the broker did not confirm with backoff;
+        return how many records reached no queue on ``N.results``."""
+        if state is None:
+            state = [r for r in records if not r.replay]
+        self._state.expect_back(state)
+        unroutable, delay = 0, RETRY_FIRST_S
         while True:
-            try:
-                unroutable += await self._publish_records(pending)
-                self._state.confirmed(records, time.monotonic())
+            failed, state_failed, returned = await self._publish_records(records, state)
+            unroutable += returned
+            if state and state_failed is None:
+                self._state.confirmed(state, time.monotonic())
+            if not failed and state_failed is None:
                 return unroutable
-            except _Unconfirmed as failure:
-                pending = failure.records
-                unroutable += failure.unroutable
-                self._metrics.publish_failures.labels("results").inc()
-                log.warning(
-                    "plan %s: %d record(s) not confirmed (%s); retrying in %.1fs",
-                    plan_id, len(pending), failure.reason, delay,
-                )  # fmt: skip
+            self._metrics.publish_failures.labels("results").inc()
+            reasons = [str(o) for _, o in failed] + [str(state_failed)] * bool(state_failed)
+            log.warning(
+                "plan %s: %d record(s) not confirmed%s (%s); retrying in %.1fs",
+                plan_id, len(failed), " nor the state log's message" if state_failed else "",
+                reasons[0], delay,
+            )  # fmt: skip
+            records = [r for r, _ in failed]
+            state = state if state_failed is not None else []
             await asyncio.sleep(delay)
             delay = min(delay * 2, RETRY_MAX_S)
 
-    async def _publish_records(self, records: list[EnactmentRecord]) -> int:
-        """Publish every record, confirms in flight together; return how many were unroutable.
-
-        Raises ``_Unconfirmed`` with the records the broker did not confirm.
-        """
+    async def _publish_records(
+        self, records: list[EnactmentRecord], state: list[EnactmentRecord]
+    ) -> tuple[list[tuple[EnactmentRecord, PublishFailed]], PublishFailed | None, int]:
+        """One attempt: the records not confirmed on ``N.results`` (with why), why the state
+        log's message was not (None: it was, or none was asked), and how many records no queue
+        was bound to receive."""
+        bodies = {id(r): encode(r) for r in (*records, *state)}
         exchange = self._results.name
-        outcomes = await self._outbox.publish(
-            [Outgoing(exchange, routing_key(r), encode(r), _record_properties(r)) for r in records]
+        sent = await self._outbox.publish(
+            [
+                Outgoing(exchange, routing_key(r), bodies[id(r)], _record_properties(r))
+                for r in records
+            ],
+            [bodies[id(r)] for r in state],
         )
-        failed = [r for r, o in zip(records, outcomes, strict=True) if isinstance(o, PublishFailed)]
-        unroutable = [r for r, routed in zip(records, outcomes, strict=True) if routed is False]
-        if failed:
-            first = next(o for o in outcomes if isinstance(o, PublishFailed))
-            raise _Unconfirmed(failed, len(unroutable), str(first))
+        went = list(zip(records, sent.outcomes, strict=True))
+        failed = [(r, o) for r, o in went if isinstance(o, PublishFailed)]
+        unroutable = [r for r, routed in went if routed is False]
         if unroutable:
             self._metrics.records_unroutable.inc(len(unroutable))
             log.error(
@@ -897,7 +919,18 @@ class _PlanHandler:
                 len(unroutable), unroutable[0].plan_id, routing_key(unroutable[0]),
                 self._names.results_exchange,
             )  # fmt: skip
-        return len(unroutable)
+        state_failed = sent.state if isinstance(sent.state, PublishFailed) else None
+        if sent.state is False:
+            # The state log is not bound: the records would not survive a restart, and a
+            # redelivery would enact them again. The plan stays in hand until it is back.
+            self._metrics.records_unroutable.inc(len(state))
+            log.error(
+                "the state log's message for %d record(s) reached no queue: %s is not bound "
+                "to %s; holding the plans until it is",
+                len(state), self._names.results_log, self._names.notes,
+            )  # fmt: skip
+            state_failed = PublishFailed(f"nothing is bound to exchange {self._names.notes}")
+        return failed, state_failed, len(unroutable)
 
     async def _park(self, message: AbstractIncomingMessage, kind: str, reason: str) -> None:
         """Move an unreadable plan to ``N.plans.invalid``, body intact, reason in ``x-error``.
@@ -953,14 +986,6 @@ class _PlanHandler:
         log.warning("plan parked in %s (%s): %s", self._names.invalid_queue, kind, reason[:300])
 
 
-class _Unconfirmed(Exception):
-    def __init__(self, records: list[EnactmentRecord], unroutable: int, reason: str) -> None:
-        super().__init__(reason)
-        self.records = records
-        self.unroutable = unroutable
-        self.reason = reason
-
-
 class _Unreadable(Exception):
     def __init__(self, kind: str, reason: str) -> None:
         super().__init__(reason)
@@ -999,7 +1024,7 @@ def _record_properties(record: EnactmentRecord) -> aiormq.spec.Basic.Properties:
         content_type=JSON,
         delivery_mode=PERSISTENT,
         message_id=record.action.action_id,
-        message_type="enactment_record",
+        message_type=RECORD_TYPE,
         headers=headers,
     )
 

@@ -1,8 +1,10 @@
 """Guardrail state that survives restarts and failovers, kept in RabbitMQ itself.
 
-Every record the worker publishes to ``N.results`` also lands in the stream ``N.results.log``.
-At start-up the worker reads that stream from ``now - max(state window of the guards,
-dedup_window_s)`` and rebuilds two things before it consumes a single plan:
+Every record the worker publishes to ``N.results`` also lands in the stream ``N.results.log``:
+the records of a group of plans published together (``worker.outbox``) in one message, through
+exchange ``N.notes``, so that the worker reading back its own pays for a message a group, not
+one a record. At start-up the worker reads that stream from ``now - max(state window of the
+guards, dedup_window_s)`` and rebuilds two things before it consumes a single plan:
 
 - the records by ``action_id``: an action seen before is not enacted again; its original
   record (read again from the stream at the offset remembered) is published again, marked
@@ -22,24 +24,62 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import uuid
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from datetime import datetime, timedelta
+from typing import Final
 
+import aiormq
 import msgspec
 from aiormq.abc import DeliveredMessage
 
 from schemas import EnactmentRecord, decode_record
+from schemas.codec import JSON
 from worker.checkpoints import FreshIndex
 from worker.clock import Clock
 from worker.guards import LEARNED_FROM, state_window_s
 from worker.optimiser import AsyncSelfOptimiser
 from worker.planstep import RecordMemory
+from worker.publisher import PERSISTENT, Outgoing
 from worker.review import FLAGGED_TYPE, FlagMemory
 from worker.streams import StreamFollower
 from worker.topology import Names
 
 log = logging.getLogger(__name__)
+
+#: A message of the state log that holds the records of a group of plans: a JSON array of
+#: them, each as published to ``N.results``.
+RECORDS_TYPE: Final = "enactment_records"
+#: The type of a record published to ``N.results``.
+RECORD_TYPE: Final = "enactment_record"
+_records_json: Final = msgspec.json.Decoder(list[EnactmentRecord])
+
+
+def records_message(exchange: str, bodies: Sequence[bytes]) -> Outgoing:
+    """The state log's message for the records published as ``bodies`` (JSON, each)."""
+    properties = aiormq.spec.Basic.Properties(
+        content_type=JSON,
+        delivery_mode=PERSISTENT,
+        message_id=uuid.uuid4().hex,
+        message_type=RECORDS_TYPE,
+    )
+    return Outgoing(exchange, "", b"[" + b",".join(bodies) + b"]", properties)
+
+
+def records_in(message: DeliveredMessage) -> list[EnactmentRecord]:
+    """The records in a message of the state log: a group's, or the one record a message of
+    version 0.1 holds; none in a review note. Raises ``msgspec.DecodeError``."""
+    return records_of(message.header.properties.message_type, message.body)
+
+
+def records_of(message_type: str | None, body: bytes) -> list[EnactmentRecord]:
+    """``records_in`` for a message's AMQP type and body."""
+    if message_type == RECORDS_TYPE:
+        return _records_json.decode(body)
+    if message_type in (RECORD_TYPE, None):
+        return [decode_record(body)]
+    return []  # a marker, a review note
 
 
 class StateFollower(StreamFollower):
@@ -55,6 +95,7 @@ class StateFollower(StreamFollower):
         flags: FlagMemory | None = None,
     ) -> None:
         super().__init__(names.results_log)
+        self._names = names
         self.memory = memory
         self.flags = flags
         self._optimiser = optimiser
@@ -72,6 +113,7 @@ class StateFollower(StreamFollower):
         # This worker's own records, confirmed by the broker and not read back from the
         # stream yet: action_id -> (record, monotonic time of the confirm).
         self._unread: dict[str, tuple[EnactmentRecord, float]] = {}
+        self._told_of_binding = False
 
     def expect_back(self, records: list[EnactmentRecord]) -> None:
         """These records are about to be published: expect them back from the stream.
@@ -117,24 +159,48 @@ class StateFollower(StreamFollower):
                 if noted is not None and offset is not None:
                     self.fresh_flags.append((offset, *noted))
             return
-        action_id = properties.message_id
-        if action_id and not headers.get("replay"):
-            self._unread.pop(action_id, None)
-        if action_id and action_id in self.memory:
-            # Known already (this worker's own record, read back): the first record of an
-            # action is the one kept, and its cool-down was armed when it was learnt.
-            if offset is not None:
-                own = self.memory.located(action_id, offset)
-                if own is not None:
-                    self._noted(own, offset)
-            return
+        if properties.message_type in (RECORD_TYPE, None):
+            # One record a message: version 0.1 wrote them so, through a binding from
+            # N.results. Known already (this worker's own, say): not decoded again.
+            action_id = properties.message_id
+            if action_id in self._unread:
+                self._tell_of_binding()
+            if action_id and self._known(action_id, bool(headers.get("replay")), offset):
+                return
         try:
-            record = decode_record(message.body)
+            records = records_in(message)
         except (msgspec.DecodeError, UnicodeDecodeError):
             log.warning("a message in %s is not a record; ignored", self.stream)
             return
-        self.records_read += 1
-        self.learn(record, offset)
+        for record in records:
+            if not self._known(record.action.action_id, record.replay, offset):
+                self.records_read += 1
+                self.learn(record, offset)
+
+    def _known(self, action_id: str, replay: bool, offset: int | None) -> bool:
+        """Whether the action has a record here already (this worker's own, read back: from
+        now on only its ``offset`` is kept). The first record of an action is the one kept,
+        and its cool-down was armed when it was learnt."""
+        if not replay:
+            self._unread.pop(action_id, None)
+        if action_id not in self.memory:
+            return False
+        if offset is not None:
+            own = self.memory.located(action_id, offset)
+            if own is not None:
+                self._noted(own, offset)
+        return True
+
+    def _tell_of_binding(self) -> None:
+        """This worker's own record came one to a message: the binding of version 0.1."""
+        if not self._told_of_binding:
+            self._told_of_binding = True
+            log.warning(
+                "%s is still bound to %s, as version 0.1 had it: every record is written to "
+                "the state log and read back twice. Remove that binding (this version's "
+                "definitions do not have it; a worker that declares the namespace removes it)",
+                self.stream, self._names.results_exchange,
+            )  # fmt: skip
 
     def learn(self, record: EnactmentRecord, offset: int | None = None) -> None:
         """Take in one record enacted by another worker (or by this one before a restart),

@@ -80,7 +80,8 @@ class Names:
 
     @property
     def results_log(self) -> str:
-        """Stream of every record (bound to the results exchange): the guardrail state."""
+        """Stream of every record, a message per group of plans (through ``notes``): the
+        guardrail state."""
         return f"{self.namespace}.results.log"
 
     @property
@@ -131,8 +132,9 @@ class Names:
 
     @property
     def notes(self) -> str:
-        """Fanout exchange into the state log for what the worker notes there besides records:
-        when it flagged an action for review (written before the item)."""
+        """Fanout exchange into the state log for what the worker writes there: the records of
+        each group of plans, in one message, and when it flagged an action for review
+        (written before the item)."""
         return f"{self.namespace}.notes"
 
 
@@ -163,6 +165,8 @@ class Layout:
     exchanges: tuple[ExchangeSpec, ...]
     queues: tuple[QueueSpec, ...]
     bindings: tuple[BindingSpec, ...]
+    #: Bindings of earlier versions that this one removes where it declares the namespace.
+    retired: tuple[BindingSpec, ...] = ()
 
 
 def layout(
@@ -208,7 +212,6 @@ def layout(
         bindings=(
             BindingSpec(names.dead_exchange, names.dead_queue),
             BindingSpec(names.plans_exchange, names.plans_queue),
-            BindingSpec(names.results_exchange, names.results_log, "#"),
             BindingSpec(names.markers, names.results_log),
             BindingSpec(names.markers, names.control),
             BindingSpec(names.notes, names.results_log),
@@ -217,6 +220,9 @@ def layout(
             BindingSpec(names.invalid_exchange, names.invalid_queue),
             BindingSpec(names.control, names.control),
         ),
+        # Version 0.1 sent every record to the state log this way too, a message each; the
+        # state log now holds one message per group of plans (``worker.state``).
+        retired=(BindingSpec(names.results_exchange, names.results_log, "#"),),
     )
 
 
@@ -288,6 +294,8 @@ async def _declare(
     }
     for binding in spec.bindings:
         await queues[binding.queue].bind(exchanges[binding.exchange], binding.routing_key)
+    for binding in spec.retired:
+        await queues[binding.queue].unbind(exchanges[binding.exchange], binding.routing_key)
     return Topology(
         names=names,
         plans=queues[names.plans_queue],
