@@ -332,13 +332,21 @@ async def test_a_restore_longer_than_the_state_timeout_goes_on_while_it_makes_pr
     assert progress, "a long restore says how far it got"
 
 
-async def test_a_namespace_of_version_0_1_loses_its_record_binding_and_the_log_one_per_group(
-    broker: Broker, start_worker: WorkerStarter, caplog: pytest.LogCaptureFixture
-) -> None:
-    # Version 0.1 bound the state log to N.results: every record written to it, one each.
+async def _bound_as_in_0_1(
+    broker: Broker,
+) -> tuple[aio_pika.abc.AbstractQueue, aio_pika.abc.AbstractQueue]:
+    """A results queue of the test's, and the state log bound to N.results as version 0.1 had
+    it (every record written to it, one each)."""
     results = await broker.results_queue()  # declares the namespace as this version does
     stream = await broker.channel.get_queue(broker.names.results_log)
     await stream.bind(broker.names.results_exchange, "#")
+    return results, stream
+
+
+async def test_a_namespace_of_version_0_1_loses_its_record_binding_and_the_log_one_per_group(
+    broker: Broker, start_worker: WorkerStarter, caplog: pytest.LogCaptureFixture
+) -> None:
+    results, stream = await _bound_as_in_0_1(broker)
     await start_worker()  # declares the namespace: the old binding goes
     await broker.publish_plan(no_op_plan("grouped", actions=3))
     assert len(await broker.records(results.name, expect=3)) == 3
@@ -351,9 +359,7 @@ async def test_a_namespace_of_version_0_1_loses_its_record_binding_and_the_log_o
 async def test_a_worker_that_may_not_declare_says_once_that_the_old_binding_is_still_there(
     broker: Broker, start_worker: WorkerStarter, caplog: pytest.LogCaptureFixture
 ) -> None:
-    results = await broker.results_queue()  # declares the namespace as this version does
-    stream = await broker.channel.get_queue(broker.names.results_log)
-    await stream.bind(broker.names.results_exchange, "#")
+    results, _ = await _bound_as_in_0_1(broker)
     await start_worker(declare_topology=False)
     for n in range(3):
         await broker.publish_plan(no_op_plan(f"twice-{n}"))
