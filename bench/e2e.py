@@ -44,7 +44,7 @@ import aiormq
 from aio_pika.abc import AbstractIncomingMessage, AbstractRobustConnection
 
 from schemas import ActionKind, EnactmentRecord, EnactmentStatus, ImprovementAction, Plan, encode
-from worker.state import RECORDS_TYPE, records_message
+from worker.state import RECORDS_TYPE, records_messages
 from worker.topology import Names, layout, queue_states
 
 RELAY: Final = "aio-pika relay"
@@ -486,7 +486,7 @@ async def startup(url: str, *, records: int) -> StartUp:
             groups = [bodies[i : i + STARTUP_GROUP] for i in range(0, len(bodies), STARTUP_GROUP)]
             await space.publish(
                 space.names.notes,
-                [records_message(space.names.notes, group).body for group in groups],
+                [records_messages(space.names.notes, group)[0].body for group in groups],
                 batch=500,
                 message_type=RECORDS_TYPE,
             )

@@ -17,14 +17,17 @@ from worker.publisher import Outgoing, Publisher, PublishFailed
 
 class Recording(Publisher):
     """Confirms everything; remembers each call's messages. ``routed`` False for routing key
-    "nowhere"."""
+    "nowhere". While ``held`` is clear, the confirms do not come."""
 
     def __init__(self) -> None:
         self.calls: list[list[str]] = []
+        self.held = asyncio.Event()
+        self.held.set()
 
     async def publish_bodies(self, messages: Sequence[Outgoing]) -> list[bool | PublishFailed]:
         self.calls.append([m.body.decode() for m in messages])
         await asyncio.sleep(0)
+        await self.held.wait()
         return [m.routing_key != "nowhere" for m in messages]
 
 
@@ -32,8 +35,8 @@ def out(body: str, routing_key: str = "r") -> Outgoing:
     return Outgoing("x", routing_key, body.encode(), aiormq.spec.Basic.Properties())
 
 
-def state_message(bodies: list[bytes]) -> Outgoing:
-    return out("state:" + "+".join(b.decode() for b in bodies))
+def state_message(bodies: list[bytes]) -> list[Outgoing]:
+    return [out("state:" + "+".join(b.decode() for b in bodies))]
 
 
 def outbox_of(publisher: Publisher, *, most: int = 8, wait_s: float = 60.0) -> Outbox:
@@ -110,3 +113,31 @@ async def test_a_publisher_that_raises_fails_each_message_instead_of_stranding_i
         sent = await outbox.publish([out("a"), out("b")], [b"s"])
     assert all(isinstance(o, PublishFailed) and "bug" in str(o) for o in sent.outcomes)
     assert isinstance(sent.state, PublishFailed)
+
+
+async def test_the_state_log_gets_one_write_at_a_time_and_the_next_gathers_the_rest() -> None:
+    publisher = Recording()
+    outbox = outbox_of(publisher)
+    publisher.held.clear()  # the first write's confirms are slow to come
+    first = asyncio.create_task(outbox.publish([out("a")], [b"sa"]))
+    await asyncio.sleep(0.01)
+    later = [
+        asyncio.create_task(outbox.publish([out(name)], [b"s" + name.encode()])) for name in "bc"
+    ]
+    await asyncio.sleep(0.01)
+    # Their records go out at once; what they have for the state log waits for the first.
+    assert publisher.calls == [["a", "state:sa"], ["b"], ["c"]]
+    publisher.held.set()
+    async with asyncio.timeout(1):
+        sent = await asyncio.gather(first, *later)
+    assert publisher.calls[3:] == [["state:sb+sc"]]
+    assert sent == [Sent([True], True)] * 3
+
+
+async def test_what_is_only_for_the_state_log_goes_at_once_when_nothing_is_in_flight() -> None:
+    publisher = Recording()
+    outbox = outbox_of(publisher)
+    with outbox.holding():  # plans in hand do not hold the state log's writes up
+        async with asyncio.timeout(1):
+            assert await outbox.publish([], [b"lost"]) == Sent([], True)
+    assert publisher.calls == [["state:lost"]]

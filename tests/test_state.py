@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import re
 import shutil
 import uuid
@@ -33,7 +34,13 @@ from worker.ports import LoadShed
 from worker.publisher import Publisher
 from worker.review import FLAGGED_TYPE, AmqpReviewSink, FlagMemory
 from worker.service import Worker
-from worker.state import RECORDS_TYPE, StateFollower, records_of
+from worker.state import (
+    MESSAGE_BYTES,
+    RECORDS_TYPE,
+    StateFollower,
+    records_messages,
+    records_of,
+)
 from worker.topology import TopologyMismatch
 
 pytestmark = pytest.mark.integration
@@ -370,3 +377,27 @@ async def test_a_worker_that_may_not_declare_says_once_that_the_old_binding_is_s
     )
     await asyncio.sleep(0.5)
     assert len([m for m in caplog.messages if "is still bound to" in m]) == 1
+
+
+def test_records_beyond_a_message_s_size_go_in_the_next_and_each_reads_back_whole() -> None:
+    at = datetime.now(UTC)
+    records = [
+        EnactmentRecord(
+            plan_id="big",
+            action=ImprovementAction(
+                action_id=f"big-{n}", module_name="m", action_kind=ActionKind.NO_OP,
+                rationale="x" * 1000,
+            ),
+            status=EnactmentStatus.SKIPPED,
+            detail="no-op",
+            attempted_at=at,
+        )
+        for n in range(600)
+    ]  # fmt: skip
+    bodies = [encode(r) for r in records]
+    messages = records_messages("N.notes", bodies)
+    assert len(messages) == math.ceil(sum(len(b) + 1 for b in bodies) / MESSAGE_BYTES)
+    assert all(len(m.body) <= MESSAGE_BYTES for m in messages)
+    assert len({m.properties.message_id for m in messages}) == len(messages)
+    read = [r for m in messages for r in records_of(m.properties.message_type, m.body)]
+    assert read == records

@@ -32,7 +32,7 @@ import msgspec
 from aio_pika.abc import (
     AbstractChannel,
     AbstractExchange,
-    AbstractIncomingMessage,
+    AbstractRobustChannel,
     AbstractRobustConnection,
 )
 from prometheus_client import CollectorRegistry
@@ -53,6 +53,7 @@ from worker.checkpoints import Chain, CheckpointFollower
 from worker.clock import Clock, SystemClock
 from worker.config import WorkerSettings
 from worker.connection import connect
+from worker.consumer import Delivery, PlanConsumer, owned, settle
 from worker.control import ControlFollower, describe
 from worker.errors import ConfigError, cancelled_here
 from worker.http import HealthServer
@@ -64,7 +65,7 @@ from worker.ports import Subsystems
 from worker.publisher import PERSISTENT, Outgoing, Publisher, PublishFailed
 from worker.remote import RemoteSubsystems
 from worker.review import AmqpReviewSink, FlagMemory
-from worker.state import RECORD_TYPE, StateFollower, records_in, records_message
+from worker.state import RECORD_TYPE, StateFollower, records_in, records_messages
 from worker.streams import (
     StreamFollower,
     StreamUnavailable,
@@ -76,7 +77,7 @@ from worker.topology import Names, declare, queue_states
 
 log = logging.getLogger(__name__)
 
-_Handle = Callable[[AbstractIncomingMessage], Awaitable[None]]
+_Handle = Callable[[Delivery], Awaitable[None]]
 
 #: Longest ``x-error`` header on a parked plan; msgspec's messages are far shorter.
 MAX_ERROR_HEADER: Final = 1000
@@ -120,6 +121,7 @@ class Worker:
         self.metrics.ready.set_function(lambda: 1.0 if self.readiness()[0] else 0.0)
         self._control: ControlFollower | None = None
         self._followers: list[StreamFollower] = []
+        self._consumer: PlanConsumer | None = None
         self._checkpoints: CheckpointFollower | None = None
         self._broker_lost = False
         self.metrics.paused.set_function(lambda: 0.0 if self.paused is None else 1.0)
@@ -146,6 +148,8 @@ class Worker:
         blind = [f.stream for f in self._followers if not f.healthy]
         if blind:
             return False, f"not reading {', '.join(blind)}: consuming it again"
+        if self._consumer is not None and not self._consumer.consuming:
+            return False, f"not consuming {self.names.plans_queue}: consuming it again"
         if self.paused is not None:
             return True, f"consuming plans; {describe(self.paused)}"
         return True, "consuming plans"
@@ -202,7 +206,7 @@ class Worker:
 
         consume_channel = await consume_connection.channel()
         await consume_channel.set_qos(prefetch_count=settings.prefetch)
-        topology = await declare(
+        await declare(
             consume_channel,
             self.names,
             delivery_limit=settings.delivery_limit,
@@ -237,7 +241,7 @@ class Worker:
             # coming while one waits for its confirms.
             outbox=Outbox(
                 publisher,
-                state=functools.partial(records_message, self.names.notes),
+                state=functools.partial(records_messages, self.names.notes),
                 most=settings.prefetch // 4,
                 wait_s=GROUP_WAIT_S,
             ),
@@ -248,7 +252,12 @@ class Worker:
             followers=[follower, control],
         )
 
-        consumer_tag = await topology.plans.consume(self._track(handler.handle))
+        assert isinstance(consume_channel, AbstractRobustChannel)
+        consumer = PlanConsumer(
+            consume_channel, self.names.plans_queue, self._track(handler.handle)
+        )
+        await consumer.start()
+        self._consumer = consumer
         self._state = "consuming"
         log.info("consuming %s (prefetch %d)", self.names.plans_queue, settings.prefetch)
         poller = asyncio.create_task(self._poll_queues(consume_connection, stop))
@@ -262,7 +271,7 @@ class Worker:
         self._stopping = True
         log.info("stopping: no new plans; finishing %d in hand", len(self._handlers))
         # Bounded: with the broker gone, aio-pika would wait for a reconnect first.
-        failed = await _attempt(topology.plans.cancel(consumer_tag), settings.connect_timeout_s)
+        failed = await _attempt(consumer.cancel(), settings.connect_timeout_s)
         if failed is not None:
             log.warning("could not cancel the consumer cleanly: %s", failed)
         await self._drain(settings.shutdown_grace_s)
@@ -600,21 +609,17 @@ class Worker:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), period)
 
-    def _track(self, handle: _Handle) -> _Handle:
-        """Wrap ``handle`` so that a plan in hand is finished whatever happens to its channel.
+    def _track(self, handle: _Handle) -> Callable[[Delivery], None]:
+        """Start ``handle`` for each delivery in a task of its own, which shutdown waits for:
+        a plan in hand is finished whatever happens to its channel (a lost connection, the
+        broker's consumer timeout; its ack then fails and the broker redelivers it)."""
 
-        aiormq cancels a consumer callback when its channel closes (a lost connection, the
-        broker's consumer timeout). The plan then runs on in a task of its own, which
-        shutdown waits for; its ack fails and the broker redelivers it.
-        """
-
-        async def tracked(message: AbstractIncomingMessage) -> None:
+        def track(message: Delivery) -> None:
             task = asyncio.create_task(_guarded(handle, message))
             self._handlers.add(task)
             task.add_done_callback(self._handlers.discard)
-            await asyncio.shield(task)
 
-        return tracked
+        return track
 
     async def _drain(self, grace_s: float) -> None:
         if not self._handlers:
@@ -665,7 +670,7 @@ class _PlanHandler:
         self._fenced_on: object = None  # the channel of the last fence, and when it started
         self._fenced_at = -math.inf
 
-    async def handle(self, message: AbstractIncomingMessage) -> None:
+    async def handle(self, message: Delivery) -> None:
         started = time.perf_counter()
         arrived = time.monotonic()
         try:
@@ -680,7 +685,7 @@ class _PlanHandler:
         # The actions are enacted: their records must go out, however long the broker takes.
         # Nacking would have the plan enacted again.
         unroutable = await self._publish_until_confirmed(plan.plan_id, records)
-        acked = await _settle(message, requeue=None)
+        acked = await settle(message, requeue=None)
         elapsed = time.perf_counter() - started
         self._metrics.plans_consumed.labels("acked" if acked else "requeued").inc()
         self._metrics.plan_duration.observe(elapsed)
@@ -698,38 +703,38 @@ class _PlanHandler:
         )  # fmt: skip
 
     async def _enact(
-        self, plan: Plan, message: AbstractIncomingMessage, arrived: float
+        self, plan: Plan, message: Delivery, arrived: float
     ) -> list[EnactmentRecord] | None:
         """The plan's records, its turn come and its fence passed; None if it is not enacted
         here (stopping, the delivery lost, its originals unreadable: settled already)."""
         async with self._worker.turn:
             if message.redelivered:
-                count = (message.headers or {}).get("x-delivery-count", "?")
+                count = (message.header.properties.headers or {}).get("x-delivery-count", "?")
                 log.info("plan %s redelivered (delivery count %s)", plan.plan_id, count)
                 # The worker that had it may have enacted part of it, its records still in
                 # flight (its node failed under them); they are resent once it reconnects.
                 await asyncio.sleep(arrived + self._settings.takeover_wait_s - time.monotonic())
             if self._worker.stopping:
-                await _settle(message, requeue=True)
+                await settle(message, requeue=True)
                 self._metrics.plans_consumed.labels("requeued").inc()
                 return None
             if not await self._fenced(plan.plan_id, message):
                 return None
             self.handled += 1
             try:
-                records = await self._step.run(plan, owned=lambda: _owned(message))
+                records = await self._step.run(plan, owned=lambda: owned(message))
             except StreamUnavailable as exc:
                 log.warning(
                     "plan %s: the records of its actions enacted before could not be read back "
                     "(%s); nothing enacted, it returns to the queue in 1s", plan.plan_id, exc,
                 )  # fmt: skip
                 await asyncio.sleep(1.0)
-                await _settle(message, requeue=True)
+                await settle(message, requeue=True)
                 self._metrics.plans_consumed.labels("requeued").inc()
                 return None
         return records
 
-    async def _fenced(self, plan_id: str, message: AbstractIncomingMessage) -> bool:
+    async def _fenced(self, plan_id: str, message: Delivery) -> bool:
         """A fence for this plan, unless one serves already: a fence started less than
         ``fence_reuse_s`` ago, on the channel this plan came on, serves the plans delivered
         there that are not redeliveries. Once a consumer is active on a channel, the broker
@@ -737,7 +742,7 @@ class _PlanHandler:
         holds for the next until another consumer can have taken over, which takes a lost
         channel (a new one fences first), a redelivery (fenced, after ``takeover_wait_s``),
         or a node declared down, seconds at the least (the bound)."""
-        channel = _channel_of(message)
+        channel = message.channel if owned(message) else None
         started = time.monotonic()
         if (
             not message.redelivered
@@ -751,7 +756,7 @@ class _PlanHandler:
         self._fenced_on, self._fenced_at = channel, started
         return True
 
-    async def _fence(self, plan_id: str, message: AbstractIncomingMessage) -> bool:
+    async def _fence(self, plan_id: str, message: Delivery) -> bool:
         """Before a plan is enacted: read both state streams up to a marker of this worker's.
 
         That proves the broker still hears this worker, and that every record another worker
@@ -767,12 +772,12 @@ class _PlanHandler:
             try:
                 await self._catch_up()
             except (StreamUnavailable, aio_pika.exceptions.AMQPError, RuntimeError) as exc:
-                if not _owned(message):
+                if not owned(message):
                     log.warning("plan %s: delivery lost while reading the state; not enacted",
                                 plan_id)  # fmt: skip
                     return False
                 if self._worker.stopping:
-                    await _settle(message, requeue=True)
+                    await settle(message, requeue=True)
                     return False
                 log.warning(
                     "plan %s: the state streams were not read up to now (%s); not enacting it "
@@ -835,8 +840,9 @@ class _PlanHandler:
             except (aio_pika.exceptions.AMQPError, RuntimeError, ConnectionError) as exc:
                 log.warning("could not consume %s again: %s", follower.stream, exc)
 
-    def _read(self, message: AbstractIncomingMessage) -> Plan:
-        where = frames.unreadable(message.routing_key, message.properties)
+    def _read(self, message: Delivery) -> Plan:
+        properties = message.header.properties
+        where = frames.unreadable(message.routing_key, properties)
         if where:
             raise _Unreadable(
                 "unreadable_properties", f"bytes that are not UTF-8 in the {'; the '.join(where)}"
@@ -844,13 +850,13 @@ class _PlanHandler:
         limit = self._settings.max_plan_bytes
         if len(message.body) > limit:
             raise _Unreadable("too_large", f"body of {len(message.body)} bytes exceeds {limit}")
-        content_type = (message.content_type or JSON).split(";")[0].strip().lower()
+        content_type = (properties.content_type or JSON).split(";")[0].strip().lower()
         if content_type not in PLAN_CONTENT_TYPES:
             expected = ", ".join(sorted(PLAN_CONTENT_TYPES))
             raise _Unreadable(
                 "content_type", f"content type {content_type!r} is not one of {expected}"
             )
-        encoding = (message.content_encoding or "").strip().lower()
+        encoding = (properties.content_encoding or "").strip().lower()
         if encoding not in _ACCEPTED_ENCODINGS:
             raise _Unreadable("content_encoding", f"content encoding {encoding!r} is not read")
         try:
@@ -932,16 +938,17 @@ class _PlanHandler:
             state_failed = PublishFailed(f"nothing is bound to exchange {self._names.notes}")
         return failed, state_failed, len(unroutable)
 
-    async def _park(self, message: AbstractIncomingMessage, kind: str, reason: str) -> None:
+    async def _park(self, message: Delivery, kind: str, reason: str) -> None:
         """Move an unreadable plan to ``N.plans.invalid``, body intact, reason in ``x-error``.
 
         Bytes that are not UTF-8 cannot be encoded again as they came: names and strings go
         as ``frames.shown`` writes them, the routing key and message id also as their bytes
         (``x-original-routing-key-bytes``, ``x-original-message-id-bytes``).
         """
-        headers = _encodable(message.headers or {})
-        routing_key, message_id = message.routing_key or "", message.message_id or ""
-        content_type, content_encoding = message.content_type, message.content_encoding
+        properties = message.header.properties
+        headers = _encodable(properties.headers or {})
+        routing_key, message_id = message.routing_key or "", properties.message_id or ""
+        content_type, content_encoding = properties.content_type, properties.content_encoding
         if kind == "unreadable_properties":
             headers = frames.readable(headers)
             headers["x-original-routing-key-bytes"] = bytearray(frames.raw(routing_key))
@@ -967,7 +974,7 @@ class _PlanHandler:
             delivery_mode=PERSISTENT,
             # A fresh id: returns are matched by message_id, and the planner's may repeat.
             message_id=f"parked-{message.delivery_tag}-{time.monotonic_ns()}",
-            timestamp=message.timestamp,
+            timestamp=properties.timestamp,
         )
         try:
             routed = await self._publisher.publish(self._invalid, "", parked)
@@ -978,9 +985,9 @@ class _PlanHandler:
             self._metrics.plans_consumed.labels("requeued").inc()
             log.error("unreadable plan could not be parked; it returns to the queue in 1s: %s", exc)
             await asyncio.sleep(1.0)
-            await _settle(message, requeue=True)
+            await settle(message, requeue=True)
             return
-        await _settle(message, requeue=None)
+        await settle(message, requeue=None)
         self._metrics.plans_parked.labels(kind).inc()
         self._metrics.plans_consumed.labels("parked").inc()
         log.warning("plan parked in %s (%s): %s", self._names.invalid_queue, kind, reason[:300])
@@ -1036,24 +1043,7 @@ _CHECKPOINT_PROPERTIES: Final = aiormq.spec.Basic.Properties(
 )
 
 
-def _owned(message: AbstractIncomingMessage) -> bool:
-    """Whether a delivery is still this worker's: its channel is open, so it can be acked.
-
-    Once the channel is gone the broker gives the plan to another consumer (the standby, or
-    this worker after it reconnects), which will enact whatever this one has not.
-    """
-    return _channel_of(message) is not None
-
-
-def _channel_of(message: AbstractIncomingMessage) -> object | None:
-    """The channel a delivery came on, or None once it is closed."""
-    try:
-        return message.channel
-    except aio_pika.exceptions.ChannelInvalidStateError:
-        return None
-
-
-async def _guarded(handle: _Handle, message: AbstractIncomingMessage) -> None:
+async def _guarded(handle: _Handle, message: Delivery) -> None:
     """Run ``handle``; a bug in it returns the delivery to the queue instead of stranding it."""
     try:
         await handle(message)
@@ -1063,25 +1053,12 @@ async def _guarded(handle: _Handle, message: AbstractIncomingMessage) -> None:
         # A channel dropped under it (errors.cancelled_here): must not strand the delivery.
         log.error("handling delivery %s was cut short by a closed channel; it returns to the "
                   "queue", message.delivery_tag)  # fmt: skip
-        await _settle(message, requeue=True)
+        await settle(message, requeue=True)
     except Exception:
         log.exception("unexpected error handling delivery %s; it returns to the queue in 1s",
                       message.delivery_tag)  # fmt: skip
         await asyncio.sleep(1.0)  # not a tight loop if the same plan fails the same way
-        await _settle(message, requeue=True)
-
-
-async def _settle(message: AbstractIncomingMessage, *, requeue: bool | None) -> bool:
-    """Ack (``requeue=None``) or nack; False if the channel is gone (the broker redelivers)."""
-    try:
-        if requeue is None:
-            await message.ack()
-        else:
-            await message.nack(requeue=requeue)
-    except (aio_pika.exceptions.AMQPError, RuntimeError) as exc:
-        log.warning("could not settle delivery %s: %s", message.delivery_tag, exc)
-        return False
-    return True
+        await settle(message, requeue=True)
 
 
 async def _close(closable: AbstractChannel | AbstractRobustConnection, timeout_s: float) -> None:

@@ -51,13 +51,30 @@ log = logging.getLogger(__name__)
 #: A message of the state log that holds the records of a group of plans: a JSON array of
 #: them, each as published to ``N.results``.
 RECORDS_TYPE: Final = "enactment_records"
+#: The most a message of the state log holds (records beyond go in the next): far below the
+#: broker's limit, and a replay reads a whole message back for one record.
+MESSAGE_BYTES: Final = 256 * 1024
 #: The type of a record published to ``N.results``.
 RECORD_TYPE: Final = "enactment_record"
 _records_json: Final = msgspec.json.Decoder(list[EnactmentRecord])
 
 
-def records_message(exchange: str, bodies: Sequence[bytes]) -> Outgoing:
-    """The state log's message for the records published as ``bodies`` (JSON, each)."""
+def records_messages(exchange: str, bodies: Sequence[bytes]) -> list[Outgoing]:
+    """The state log's messages for the records published as ``bodies`` (JSON, each): one,
+    unless they add up to more than ``MESSAGE_BYTES``."""
+    messages: list[Outgoing] = []
+    start, size = 0, 0
+    for end, body in enumerate(bodies):
+        if size and size + len(body) > MESSAGE_BYTES:
+            messages.append(_records_message(exchange, bodies[start:end]))
+            start, size = end, 0
+        size += len(body) + 1
+    if start < len(bodies):
+        messages.append(_records_message(exchange, bodies[start:]))
+    return messages
+
+
+def _records_message(exchange: str, bodies: Sequence[bytes]) -> Outgoing:
     properties = aiormq.spec.Basic.Properties(
         content_type=JSON,
         delivery_mode=PERSISTENT,
