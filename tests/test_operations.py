@@ -27,6 +27,7 @@ from tests.conftest import (
     seed_orchestrator,
     wait_for,
 )
+from tests.test_worker import no_op_plan
 from worker import OptimiserConfig
 from worker.cli import main
 from worker.inprocess import seed_subsystems
@@ -283,6 +284,25 @@ async def test_a_pause_still_reaches_a_worker_whose_control_consumer_the_broker_
     ))  # fmt: skip
     await wait_for(lambda: worker.worker.paused is not None, what="the pause", timeout=30)
     assert worker.worker.readiness()[0]  # ready again once it reads the stream
+
+
+async def test_plans_still_reach_a_worker_whose_plans_consumer_the_broker_cancelled(
+    broker: Broker, start_worker: WorkerStarter
+) -> None:
+    """The plans queue deleted and declared again (by an operator, or a definitions import):
+    the broker cancels the consumer, and aio-pika's robust queue would not consume again."""
+    results = await broker.results_queue()
+    worker = await start_worker()
+    await broker.channel.queue_delete(broker.names.plans_queue)
+    await wait_for(lambda: not worker.worker.readiness()[0], what="readiness to drop")
+    assert (
+        worker.worker.readiness()[1]
+        == f"not consuming {broker.names.plans_queue}: consuming it again"
+    )
+    await broker.declare_topology()
+    await wait_for(lambda: worker.worker.readiness()[0], what="the worker to consume again")
+    await broker.publish_plan(no_op_plan("after-the-cancel"))
+    assert len(await broker.records(results.name, expect=2)) == 2
 
 
 async def test_the_queue_gauges_follow_the_broker(

@@ -19,6 +19,8 @@ import aiormq
 from aio_pika.abc import AbstractRobustChannel
 from aiormq.abc import DeliveredMessage
 
+from worker.streams import consume_again
+
 log = logging.getLogger(__name__)
 
 Delivery = DeliveredMessage
@@ -88,18 +90,7 @@ class PlanConsumer:
             self._resuming = asyncio.create_task(self._consume_again())
 
     async def _consume_again(self) -> None:
-        delay = 0.5
-        while not self._stopped:
-            try:
-                await self._consume()
-                return
-            except (aiormq.exceptions.AMQPError, RuntimeError, ConnectionError) as exc:
-                log.warning(
-                    "cannot consume %s yet (%s); retrying in %.1fs",
-                    self._queue, exc or type(exc).__name__, delay,
-                )  # fmt: skip
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 10.0)
+        await consume_again(self._queue, self._consume, lambda: not self._stopped)
 
 
 def owned(message: Delivery) -> bool:

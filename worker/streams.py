@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import logging
 import uuid
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from datetime import datetime
 from typing import Final
 
@@ -161,20 +161,16 @@ class StreamFollower:
             self._resuming = asyncio.create_task(self._consume_again())
 
     async def _consume_again(self) -> None:
-        delay = 0.5
-        while (channel := self._channel) is not None and self._connection is not None:
-            try:
-                await self._check_exists(self._connection)
-                await self._consume(channel)
-                log.info("consuming %s again", self.stream)
-                return
-            except (aiormq.exceptions.AMQPError, RuntimeError, ConnectionError) as exc:
-                log.warning(
-                    "cannot consume %s yet (%s); retrying in %.1fs",
-                    self.stream, exc or type(exc).__name__, delay,
-                )  # fmt: skip
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 10.0)
+        async def consume() -> None:
+            channel, connection = self._channel, self._connection
+            assert channel is not None
+            assert connection is not None
+            await self._check_exists(connection)
+            await self._consume(channel)
+
+        await consume_again(
+            self.stream, consume, lambda: self._channel is not None and self._connection is not None
+        )
 
     async def close(self) -> None:
         channel, self._channel = self._channel, None
@@ -243,6 +239,26 @@ class StreamFollower:
             )  # fmt: skip
             return
         self.take(message)
+
+
+async def consume_again(
+    queue: str, consume: Callable[[], Awaitable[None]], going_on: Callable[[], bool]
+) -> None:
+    """``consume`` until the broker lets it (or ``going_on`` says to stop), backing off from
+    0.5 s to 10 s and saying why each time."""
+    delay = 0.5
+    while going_on():
+        try:
+            await consume()
+            log.info("consuming %s again", queue)
+            return
+        except (aiormq.exceptions.AMQPError, RuntimeError, ConnectionError) as exc:
+            log.warning(
+                "cannot consume %s yet (%s); retrying in %.1fs",
+                queue, exc or type(exc).__name__, delay,
+            )  # fmt: skip
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, 10.0)
 
 
 def marker(marker_id: str) -> aio_pika.Message:
