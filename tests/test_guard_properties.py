@@ -24,7 +24,8 @@ from hypothesis import strategies as st
 from schemas import ActionKind, EnactmentRecord, ImprovementAction
 from schemas.commands import BudgetChange, SwapChange, ThresholdChange
 from worker import AsyncSelfOptimiser, ManualClock, OptimiserConfig, SubsystemResult, Subsystems
-from worker.guards import LEARNED_FROM
+from worker.effects import effect_of
+from worker.guards import LEARNED_FROM, Instant
 from worker.ports import BudgetIncrease, LoadShed, ModuleSwap, ThresholdTuning
 
 K = ActionKind
@@ -265,3 +266,25 @@ async def _learnt(
     mine = await active.enact(probe, config=dry)
     theirs = await standby.enact(probe, config=dry)
     return [r.detail for r in mine], [r.detail for r in theirs]
+
+
+@given(configs, steps, st.lists(hostile_actions(), min_size=1, max_size=10))
+def test_a_guard_concerns_no_kind_beyond_its_kinds(
+    config: OptimiserConfig, script: list[tuple[str, object]], probe: list[ImprovementAction]
+) -> None:
+    """The optimiser asks each guard only of its ``kinds``: after any history, every guard
+    lets an action of another kind through untouched."""
+    world, optimiser, _ = asyncio.run(_play(config, script))
+    now = Instant(world.clock.monotonic(), world.clock.now())
+    every_kind = [
+        ImprovementAction(action_id=f"k-{kind.value}-{action.action_id}",
+                          module_name=action.module_name, action_kind=kind,
+                          parameters=action.parameters if kind is action.action_kind else {})
+        for action in probe
+        for kind in ActionKind
+    ]  # fmt: skip
+    for action in every_kind:
+        effect = effect_of(action, config)
+        for guard in optimiser.guards:
+            if action.action_kind not in guard.kinds:
+                assert guard.admit(effect, config, now) is effect, (guard.name, action)

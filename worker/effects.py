@@ -44,6 +44,8 @@ CHANGES: Final = frozenset(
         ActionKind.HOT_SWAP_MODULE,
     }
 )
+#: Kinds that move a numeric setting by a factor (an effect's ``factor``).
+SCALES: Final = frozenset({ActionKind.TUNE_THRESHOLD, ActionKind.INCREASE_BUDGET})
 
 
 def setting_of(action: ImprovementAction, config: OptimiserConfig) -> str:

@@ -26,7 +26,7 @@ from datetime import UTC, datetime, timedelta
 from typing import ClassVar, Final
 
 from schemas import ActionKind, EnactmentRecord, EnactmentStatus
-from worker.effects import CHANGES, Effect, effect_of, setting_of
+from worker.effects import CHANGES, SCALES, Effect, effect_of, setting_of
 from worker.guardrails import OptimiserConfig
 
 SUCCESS = EnactmentStatus.SUCCESS
@@ -78,6 +78,10 @@ class Guard:
     """Base of every guardrail: hooks that do nothing (see the module docstring)."""
 
     name: ClassVar[str] = "guard"
+    #: The kinds of action it may refuse, trim or mark: ``admit`` is asked of no other, which
+    #: spares every action the calls of the guards it cannot concern
+    #: (``tests/test_guard_properties.py`` tries to break that).
+    kinds: ClassVar[frozenset[ActionKind]] = frozenset(ActionKind)
 
     def begin(self) -> None:
         """A new ``enact()`` call starts."""
@@ -126,6 +130,7 @@ class CoolDown(Guard):
     is RATE_LIMITED, whatever module name the new action carries."""
 
     name = "cool_down"
+    kinds = frozenset(ActionKind) - {ActionKind.NO_OP}  # every kind with a setting
 
     def __init__(self) -> None:
         self._last: dict[str, float] = {}  # setting -> when its last SUCCESS completed
@@ -169,6 +174,7 @@ class HotSwapCap(Guard):
     """The seed's per-call cap: at most ``max_hot_swap_per_cycle`` swaps per ``enact()``."""
 
     name = "hot_swap_cap"
+    kinds = frozenset({ActionKind.HOT_SWAP_MODULE})
 
     def __init__(self) -> None:
         self._count = 0
@@ -189,6 +195,7 @@ class NoChange(Guard):
     """A move by a factor of exactly 1 changes nothing: SKIPPED, and it arms nothing."""
 
     name = "no_change"
+    kinds = SCALES
 
     def admit(self, effect: Effect, config: OptimiserConfig, now: Instant) -> Effect | Refusal:
         if effect.factor == 1.0:
@@ -222,6 +229,7 @@ class Breaker(Guard):
     after that closes it too. An operator's reset closes it."""
 
     name = "breaker"
+    kinds = CHANGES
 
     def __init__(self) -> None:
         self._states: dict[tuple[str, ActionKind], _BreakerState] = {}
@@ -337,6 +345,7 @@ class Stabilization(Guard):
     ``stabilization_window_s`` is RATE_LIMITED."""
 
     name = "stabilization"
+    kinds = SCALES | {ActionKind.HOT_SWAP_MODULE}
 
     def __init__(self) -> None:
         self._last: dict[str, _LastMove] = {}
@@ -401,6 +410,7 @@ class Bound(Guard):
     (the record says so); when nothing is left in its direction it is RATE_LIMITED."""
 
     name = "bound"
+    kinds = SCALES
 
     def __init__(self) -> None:
         self._moves: dict[str, deque[tuple[float, float]]] = {}  # setting -> (at, factor)
@@ -470,7 +480,6 @@ class _WindowBudget(Guard):
     """At most ``limit`` actions of some kinds (SUCCESS or FAILED: tried is what counts) within
     a sliding window, across every module (Cloud Custodian's ``max-resources``)."""
 
-    kinds: ClassVar[frozenset[ActionKind]]
     what: ClassVar[str]
 
     def __init__(self) -> None:

@@ -40,7 +40,16 @@ from worker.clock import Clock, SystemClock
 from worker.effects import Effect, effect_of
 from worker.errors import ConfigError, ParameterError, PlanLost, SubsystemUnavailable
 from worker.guardrails import OptimiserConfig
-from worker.guards import Breaker, BreakerView, Escalation, Guard, Instant, Refusal, build_guards
+from worker.guards import (
+    LEARNED_FROM,
+    Breaker,
+    BreakerView,
+    Escalation,
+    Guard,
+    Instant,
+    Refusal,
+    build_guards,
+)
 from worker.inprocess import seed_subsystems
 from worker.metrics import OptimiserMetrics
 from worker.ports import (
@@ -137,6 +146,9 @@ class AsyncSelfOptimiser:
         self._clock: Clock = clock or SystemClock()
         self._metrics = metrics
         self._guards: list[Guard] = build_guards()
+        self._admitting = {
+            kind: tuple(g for g in self._guards if kind in g.kinds) for kind in ActionKind
+        }
         self._breaker = next(g for g in self._guards if isinstance(g, Breaker))
         if metrics is not None:
             metrics.breakers = self._breaker_series
@@ -220,7 +232,7 @@ class AsyncSelfOptimiser:
 
     def _admit(self, effect: Effect, cfg: OptimiserConfig) -> Effect | Refusal:
         now = self._instant()
-        for guard in self._guards:
+        for guard in self._admitting[effect.action.action_kind]:
             admitted = guard.admit(effect, cfg, now)
             if isinstance(admitted, Refusal):
                 return admitted
@@ -242,6 +254,8 @@ class AsyncSelfOptimiser:
         return self._learn(record, self._clock.monotonic() - age_s, self._cfg)
 
     def _learn(self, record: EnactmentRecord, at: float, cfg: OptimiserConfig) -> list[Escalation]:
+        if record.status not in LEARNED_FROM:
+            return []  # what no guard learns from: most records, at a busy planner's rate
         escalations = []
         for guard in self._guards:
             escalation = guard.learn(record, at, cfg)
