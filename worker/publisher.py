@@ -31,7 +31,7 @@ from tenacity import (
     wait_exponential,
 )
 
-from worker.errors import OptimiserError
+from worker.errors import OptimiserError, cancelled_here
 
 log = logging.getLogger(__name__)
 
@@ -140,6 +140,12 @@ class Publisher:
                 await asyncio.wait(confirmations)
         except TimeoutError:
             failure = f"no confirm from the broker within {self._timeout_s:g}s"
+        except asyncio.CancelledError:
+            if cancelled_here():
+                raise
+            # aiormq's, from a channel or connection closing under the publish: a failed
+            # publish (the caller publishes again), never a cancellation of the caller's.
+            failure = "publish failed: the channel closed under it"
         except (aiormq.exceptions.AMQPError, ConnectionError, RuntimeError) as exc:
             failure = f"publish failed: {type(exc).__name__}: {exc}"
         finally:
