@@ -429,7 +429,7 @@ async def _unroutable(stack: Stack, channel: aio_pika.abc.AbstractChannel) -> No
     await asyncio.sleep(10)
     rebound = stack.mark("bound again")
     await reflection.bind(names.results_exchange, "#")
-    stack.expect("OptimiserRecordsUnroutable", "records unroutable", unbound, rebound)
+    stack.expect("OptimiserRecordsUnroutable", "no queue bound to N.results", unbound, rebound)
     await stack.until(rebound, 60)
 
 
