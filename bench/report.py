@@ -13,6 +13,10 @@ from bench.e2e import CANDIDATES, FASTSTREAM, RELAY, WORKER
 #: The issue's targets (benchmarks, not tests).
 TARGET_VS_RELAY: Final = 1.0
 TARGET_VS_FASTSTREAM: Final = 1.3
+TARGET_STRETCH_VS_RELAY: Final = 1.2
+#: At one action a plan, where the per-plan machinery weighs most.
+TARGET_SINGLE_VS_RELAY: Final = 0.9
+TARGET_IDLE_P99_VS_RELAY: Final = 1.2
 TARGET_OVERHEAD: Final = 0.05
 #: Issue 15: back in seconds after a busy hour (from its checkpoints), in little memory.
 TARGET_RESTART_S: Final = 15.0
@@ -64,6 +68,7 @@ def summarise(e2e: dict[str, Any], micro: dict[str, Any] | None) -> dict[str, An
     curves = {name: curve(runs, key, field) for name, (key, field) in CURVES.items()}
     head = curves["actions per plan"][10]
     worker, relay, faststream = head[WORKER][0], head[RELAY][0], head[FASTSTREAM][0]
+    single = curves["actions per plan"].get(1)
     summary: dict[str, Any] = {
         "curves": {
             name: {str(x): {c: list(v) for c, v in by.items()} for x, by in points.items()}
@@ -72,6 +77,11 @@ def summarise(e2e: dict[str, Any], micro: dict[str, Any] | None) -> dict[str, An
         "worker_vs_relay": worker / relay,
         "worker_vs_faststream": worker / faststream,
     }
+    if single is not None:
+        summary["worker_vs_relay_one_action"] = single[WORKER][0] / single[RELAY][0]
+    idle = _idle_p99(e2e.get("latency", []))
+    if idle is not None:
+        summary["idle_p99_vs_relay"] = idle
     memory = {m["backlog_plans"]: m["peak_rss_mb"] for m in e2e["memory"]}
     small, large = min(memory), max(memory)
     summary["memory_growth"] = memory[large] / memory[small] - 1
@@ -83,11 +93,23 @@ def summarise(e2e: dict[str, Any], micro: dict[str, Any] | None) -> dict[str, An
         >= TARGET_VS_RELAY,
         f"worker >= {TARGET_VS_FASTSTREAM}x the FastStream relay": summary["worker_vs_faststream"]
         >= TARGET_VS_FASTSTREAM,
+        f"stretch: worker >= {TARGET_STRETCH_VS_RELAY}x the aio-pika relay": summary[
+            "worker_vs_relay"
+        ]
+        >= TARGET_STRETCH_VS_RELAY,
         f"memory flat (+-{TARGET_MEMORY_FLAT:.0%}) from {small:,} to {large:,} plans": abs(
             summary["memory_growth"]
         )
         <= TARGET_MEMORY_FLAT,
     }
+    if "worker_vs_relay_one_action" in summary:
+        summary["verdicts"][
+            f"worker >= {TARGET_SINGLE_VS_RELAY}x the aio-pika relay at one action a plan"
+        ] = summary["worker_vs_relay_one_action"] >= TARGET_SINGLE_VS_RELAY
+    if "idle_p99_vs_relay" in summary:
+        summary["verdicts"][f"idle p99 <= {TARGET_IDLE_P99_VS_RELAY}x the relay's"] = (
+            summary["idle_p99_vs_relay"] <= TARGET_IDLE_P99_VS_RELAY
+        )
     if e2e.get("startup"):
         big = max(e2e["startup"], key=lambda s: s["records"])
         seconds = big.get("checkpoint_seconds", math.inf)
@@ -101,6 +123,16 @@ def summarise(e2e: dict[str, Any], micro: dict[str, Any] | None) -> dict[str, An
             f"optimiser + metrics <= {TARGET_OVERHEAD:.0%} of the cost per action"
         ] = summary["optimiser_share_of_e2e_cost"] <= TARGET_OVERHEAD
     return summary
+
+
+def _idle_p99(latencies: list[dict[str, Any]]) -> float | None:
+    """The worker's p99 over the relay's at the lowest rate each was measured at."""
+    idle = {}
+    for point in sorted(latencies, key=lambda x: x["plans_per_s"], reverse=True):
+        idle[point["candidate"]] = point["p99_ms"]
+    if WORKER not in idle or not idle.get(RELAY):
+        return None
+    return float(idle[WORKER] / idle[RELAY])
 
 
 def markdown(e2e: dict[str, Any], summary: dict[str, Any]) -> str:
