@@ -128,11 +128,12 @@ def summarise(e2e: dict[str, Any], micro: dict[str, Any] | None) -> dict[str, An
 def _idle_p99(latencies: list[dict[str, Any]]) -> float | None:
     """The worker's p99 over the relay's at the lowest rate each was measured at."""
     idle = {}
-    for point in sorted(latencies, key=lambda x: x["plans_per_s"], reverse=True):
-        idle[point["candidate"]] = point["p99_ms"]
-    if WORKER not in idle or not idle.get(RELAY):
-        return None
-    return float(idle[WORKER] / idle[RELAY])
+    for candidate in (WORKER, RELAY):
+        points = [p for p in latencies if p["candidate"] == candidate]
+        if not points:
+            return None
+        idle[candidate] = min(points, key=lambda p: p["plans_per_s"])["p99_ms"]
+    return float(idle[WORKER] / idle[RELAY]) if idle[RELAY] else None
 
 
 def markdown(e2e: dict[str, Any], summary: dict[str, Any]) -> str:
