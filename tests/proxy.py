@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+from urllib.parse import urlsplit, urlunsplit
 
 
 class SilencingProxy:
@@ -19,6 +20,16 @@ class SilencingProxy:
         self._writers: set[asyncio.StreamWriter] = set()
         self.accepted = 0
         self.port = 0
+
+    @classmethod
+    async def in_front_of(cls, amqp_url: str) -> tuple[SilencingProxy, str]:
+        """A started proxy to the broker ``amqp_url`` names, and that URL through the proxy."""
+        parts = urlsplit(amqp_url)
+        proxy = cls((parts.hostname or "127.0.0.1", parts.port or 5672))
+        port = await proxy.start()
+        credentials = parts.netloc.rpartition("@")[0]
+        netloc = f"{credentials}@127.0.0.1:{port}" if credentials else f"127.0.0.1:{port}"
+        return proxy, urlunsplit(parts._replace(netloc=netloc))
 
     async def start(self) -> int:
         self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0)

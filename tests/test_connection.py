@@ -29,7 +29,8 @@ def test_the_step_it_replaces_is_still_there() -> None:
 def test_backoff_doubles_with_jitter_up_to_a_ceiling() -> None:
     assert 0.25 <= backoff_s(1) <= 0.75
     assert 2.0 <= backoff_s(4) <= 6.0
-    assert all(backoff_s(n) <= 45.0 for n in range(1, 40))
+    # A broker back after a long outage is found within seconds (test_faults times it).
+    assert all(backoff_s(n) <= 7.5 for n in range(1, 40))
 
 
 async def test_a_dead_first_address_is_passed_over(amqp_url: str) -> None:
@@ -46,21 +47,18 @@ async def test_a_lost_node_is_replaced_by_the_next_address_with_one_line_a_round
     amqp_url: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.WARNING, logger="worker.connection")
-    parts = urlsplit(amqp_url)
-    proxy = SilencingProxy((parts.hostname or "127.0.0.1", parts.port or 5672))
-    port = await proxy.start()
-    via_proxy = amqp_url.replace(f"{parts.hostname}:{parts.port or 5672}", f"127.0.0.1:{port}")
+    proxy, via_proxy = await SilencingProxy.in_front_of(amqp_url)
     settings = WorkerSettings(
         amqp_url=f"{via_proxy},{DEAD},{amqp_url}", heartbeat_s=1, connect_timeout_s=5.0
     )
     connection = await connect(settings, "test")
     try:
-        assert urlsplit(str(connection.url)).port == port  # the first address first
+        assert urlsplit(str(connection.url)).port == proxy.port  # the first address first
         proxy.blackout()  # that node is gone: silent, and refusing
         async with asyncio.timeout(30):
             while not (
                 connection.connected.is_set()
-                and urlsplit(str(connection.url)).port == (parts.port or 5672)
+                and urlsplit(str(connection.url)).port == (urlsplit(amqp_url).port or 5672)
             ):
                 await asyncio.sleep(0.1)
         # Port 1 refused on the way: that is one address, not a failed round.
@@ -74,19 +72,16 @@ async def test_a_round_in_which_no_address_answers_is_one_line(
     amqp_url: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.WARNING, logger="worker.connection")
-    parts = urlsplit(amqp_url)
-    proxy = SilencingProxy((parts.hostname or "127.0.0.1", parts.port or 5672))
-    port = await proxy.start()
-    via_proxy = amqp_url.replace(f"{parts.hostname}:{parts.port or 5672}", f"127.0.0.1:{port}")
+    proxy, via_proxy = await SilencingProxy.in_front_of(amqp_url)
     settings = WorkerSettings(amqp_url=f"{via_proxy},{DEAD}", heartbeat_s=1)
     connection = await connect(settings, "test")
     try:
         proxy.blackout()
         await asyncio.sleep(8.0)
         rounds = [r.getMessage() for r in caplog.records if r.name == "worker.connection"]
-        # About 5 s of outage after the heartbeat notices, backing off from 0.5 s: a few
-        # lines, each naming both addresses, never one per attempt per address.
-        assert 1 <= len(rounds) <= 5, rounds
+        # About 5 s of outage after the heartbeat notices, backing off from 0.5 s: several
+        # rounds, one line for them (the next after a minute), naming both addresses.
+        assert len(rounds) == 1, rounds
         assert all(
             m.startswith("no broker answered at amqp://guest:***@127.0.0.1:") for m in rounds
         )

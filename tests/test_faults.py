@@ -15,7 +15,6 @@ import sys
 from collections import defaultdict
 from collections.abc import Iterator
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import aio_pika
 import pytest
@@ -35,6 +34,8 @@ pytestmark = [
 ]
 
 ROOT = Path(__file__).parent.parent
+#: The backoff's ceiling with its jitter, aio-pika's reconnect_interval, and the catch-up.
+RECONNECT_WITHIN_S = 12.0
 
 
 class MemoryAlarm:
@@ -247,12 +248,9 @@ async def test_a_silent_publish_connection_holds_the_plan_until_its_records_go_o
     # The broker stops hearing the publish connection: aiormq notices the missed heartbeats,
     # drops the channel, and fails the pending confirms with CancelledError. The plan must
     # be held (not stranded, not re-enacted) until the reconnected channel confirms.
-    parts = urlsplit(amqp_url)
-    proxy = SilencingProxy((parts.hostname or "127.0.0.1", parts.port or 5672))
-    port = await proxy.start()
+    proxy, via_proxy = await SilencingProxy.in_front_of(amqp_url)
     try:
         results = await broker.results_queue()
-        via_proxy = amqp_url.replace(f"{parts.hostname}:{parts.port or 5672}", f"127.0.0.1:{port}")
         running = await start_worker(amqp_url=via_proxy, heartbeat_s=1, publish_timeout_s=30.0)
         assert proxy.accepted == 2  # consume, then publish (commands share the latter)
         proxy.silence(1)  # the publish connection
@@ -293,13 +291,10 @@ async def test_an_action_in_hand_waits_out_a_long_outage_and_the_rest_waits_for_
     # The broker vanishes mid-plan for longer than three publish timeouts: the review item in
     # hand waits for it (outage_wait_s) instead of being recorded FAILED; the action after it
     # is not enacted by a worker whose delivery is gone, but once the plan is redelivered.
-    parts = urlsplit(amqp_url)
-    proxy = SilencingProxy((parts.hostname or "127.0.0.1", parts.port or 5672))
-    port = await proxy.start()
+    proxy, via_proxy = await SilencingProxy.in_front_of(amqp_url)
     load = _SlowLoad()
     try:
         results = await broker.results_queue()
-        via_proxy = amqp_url.replace(f"{parts.hostname}:{parts.port or 5672}", f"127.0.0.1:{port}")
         running = await start_worker(
             amqp_url=via_proxy,
             subsystems=Subsystems(load=load),
@@ -346,10 +341,7 @@ async def test_after_outages_the_worker_consumes_polls_and_stops_cleanly(
     # The queue poller opens a channel every 50 ms; each outage closes the connections under
     # it (at once, or by heartbeat when the broker goes silent), now and then while it opens
     # one. CI saw a CancelledError of aiormq's end the poller and then the worker's shutdown.
-    parts = urlsplit(amqp_url)
-    proxy = SilencingProxy((parts.hostname or "127.0.0.1", parts.port or 5672))
-    port = await proxy.start()
-    via_proxy = amqp_url.replace(f"{parts.hostname}:{parts.port or 5672}", f"127.0.0.1:{port}")
+    proxy, via_proxy = await SilencingProxy.in_front_of(amqp_url)
     try:
         results = await broker.results_queue()
         running = await start_worker(amqp_url=via_proxy, heartbeat_s=1, queue_poll_s=0.05)
@@ -378,6 +370,35 @@ async def test_after_outages_the_worker_consumes_polls_and_stops_cleanly(
         else:
             proxy.blackout()
             await asyncio.sleep(4.0)
+        await running.shutdown()
+    finally:
+        await proxy.close()
+
+
+async def test_a_worker_cut_off_for_long_is_ready_within_seconds_of_the_broker_answering(
+    broker: Broker, start_worker: WorkerStarter, amqp_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The reconnect backoff doubles from 0.5 s; with a ceiling of 30 s (and jitter up to
+    # 1.5x) a worker cut off for minutes could sleep through up to 45 s of a broker that is
+    # back: the alerts run saw it ready 32 s after a 7-minute cut-off. 40 s of cut-off takes
+    # the backoff past any ceiling a worker that wants to be back in seconds can have.
+    caplog.set_level(logging.WARNING, logger="worker.connection")
+    proxy, via_proxy = await SilencingProxy.in_front_of(amqp_url)
+    try:
+        running = await start_worker(amqp_url=via_proxy, heartbeat_s=1)
+        connections = proxy.accepted
+        proxy.cut()
+        await wait_for(lambda: not running.worker.readiness()[0], what="the worker to be unready")
+        await asyncio.sleep(40.0)
+        loop = asyncio.get_running_loop()
+        restored = loop.time()
+        proxy.restore()
+        await wait_for(lambda: running.worker.readiness()[0], timeout=60, what="the worker ready")
+        took = loop.time() - restored
+        assert took <= RECONNECT_WITHIN_S, f"ready {took:.1f}s after the broker answered again"
+        # Trying every few seconds for 40 s, and saying so once for each connection.
+        said = [r.getMessage() for r in caplog.records if r.name == "worker.connection"]
+        assert len(said) == connections, said
         await running.shutdown()
     finally:
         await proxy.close()

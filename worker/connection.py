@@ -2,8 +2,9 @@
 
 A cluster is what the worker connects to: ``amqp_url`` may name several nodes. Each connection
 attempt is a *round* over all of them, in turn; after a round in which none answered it backs off
-(exponentially, with jitter) and says so in one line. aio-pika's robust connection reconnects to
-one URL only, so ``ClusterConnection`` replaces the one step of it that connects.
+(exponentially, with jitter, to a ceiling of a few seconds) and says so in one line, then in one
+line a minute while none answers. aio-pika's robust connection reconnects to one URL only, so
+``ClusterConnection`` replaces the one step of it that connects.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import logging
 import random
 import re
 import ssl
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any, Final
 
@@ -61,7 +63,16 @@ _original_step: Callable[[RobustConnection], Awaitable[None]] = getattr(
 )
 
 
-def backoff_s(failed_rounds: int, *, first: float = 0.5, most: float = 30.0) -> float:
+#: The backoff's ceiling. Low, because a broker that comes back after a long outage is found
+#: no later than this (times 1.5, the jitter) plus aio-pika's reconnect_interval: with 30 s a
+#: worker cut off for 7 minutes was ready 32 s after the broker answered again. A few
+#: connections a worker trying every few seconds cost a broker nothing.
+BACKOFF_MAX_S: Final = 5.0
+#: While no broker answers, a line for the first failed round, then one this often.
+SAY_EVERY_S: Final = 60.0
+
+
+def backoff_s(failed_rounds: int, *, first: float = 0.5, most: float = BACKOFF_MAX_S) -> float:
     """Seconds to wait after ``failed_rounds`` rounds in a row failed: doubling, with jitter."""
     return min(most, first * 2.0 ** max(0, failed_rounds - 1)) * random.uniform(0.5, 1.5)
 
@@ -70,8 +81,8 @@ class ClusterConnection(RobustConnection):
     """A robust connection over several broker addresses.
 
     Every connect (the first, and each reconnect of aio-pika's loop) tries the addresses in
-    turn, starting after the one that was lost; when none answers, it logs one line for the
-    round and backs off before aio-pika's loop tries again.
+    turn, starting after the one that was lost; when none answers, it backs off before
+    aio-pika's loop tries again, and says so for the first such round and then once a minute.
     """
 
     def __init__(
@@ -89,6 +100,7 @@ class ClusterConnection(RobustConnection):
         self._index = 0
         self._shown = shown
         self._failed_rounds = 0
+        self._failing_since = self._said_at = 0.0
         #: Why the connection last closed (a TLS alert arrives after the handshake, as a close).
         self.closed_by: BaseException | None = None
 
@@ -118,13 +130,26 @@ class ClusterConnection(RobustConnection):
         self._failed_rounds += 1
         if self.connection_attempt:  # reconnecting: the first connect is retried by connect()
             wait = backoff_s(self._failed_rounds)
+            self._say(last, wait)
+            await asyncio.sleep(wait)
+        raise last
+
+    def _say(self, last: BaseException, wait: float) -> None:
+        now = time.monotonic()
+        if self._failed_rounds == 1:
+            self._failing_since = self._said_at = now
             log.log(
                 self._rounds_level,
                 "no broker answered at %s (%s); trying again in %.1fs",
                 self._shown, _describe(last), wait,
             )  # fmt: skip
-            await asyncio.sleep(wait)
-        raise last
+        elif now - self._said_at >= SAY_EVERY_S:
+            self._said_at = now
+            log.log(
+                self._rounds_level,
+                "no broker answered at %s for %.0fs, %d rounds (%s); trying again in %.1fs",
+                self._shown, now - self._failing_since, self._failed_rounds, _describe(last), wait,
+            )  # fmt: skip
 
 
 setattr(ClusterConnection, _CONNECT_STEP, ClusterConnection._round)
@@ -273,7 +298,7 @@ async def connect(
 
     retrying = AsyncRetrying(
         stop=stop_after_delay(settings.connect_retry_s),
-        wait=wait_exponential_jitter(multiplier=0.5, max=10.0),
+        wait=wait_exponential_jitter(multiplier=0.5, max=BACKOFF_MAX_S),
         retry=retry_if_exception(lambda exc: _refusal(exc, settings) is None),
         before_sleep=log_attempt,
         reraise=True,

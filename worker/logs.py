@@ -2,8 +2,9 @@
 
 While the broker is away aio-pika and aiormq log every attempt, some with a traceback (an
 earlier run: 2,526 lines in 7 minutes). The worker says itself, once, that it lost the broker
-and that it is back, and once per failed round which addresses did not answer; ``Quieter``
-lets each library message through at most once per ``every_s`` and without its traceback.
+and that it is back, and which addresses did not answer (for the first failed round, then once a
+minute: ``ClusterConnection``); ``Quieter`` lets each library message through at most once per
+``every_s`` and without its traceback.
 """
 
 from __future__ import annotations
