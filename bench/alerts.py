@@ -113,6 +113,8 @@ class Stack:
     planning: bool = True
     scale: float = 1.0  # < 1: a smoke run of the mechanics, too short for the alerts
     plans_sent: int = 0
+    #: The worker's log lines, each process's in turn (saved next to the results).
+    said: list[str] = field(default_factory=list)
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -125,8 +127,17 @@ class Stack:
     def mark(self, what: str) -> float:
         at = self.now()
         self.events.append((at, what))
+        self.said.extend(self._take_lines())
+        self.said.append(f"--- [{self.name} {at:7.1f}s] {what}")
         print(f"[{self.name} {at:7.1f}s] {what}", flush=True)
         return at
+
+    def _take_lines(self) -> list[str]:
+        worker: WorkerProcess | None = getattr(self, "worker", None)
+        if worker is None:
+            return []
+        taken, worker.lines[:] = list(worker.lines), []
+        return taken
 
     async def start(self) -> None:
         self.node = RabbitNode(
@@ -287,6 +298,7 @@ class Stack:
             self.prometheus.wait(30)
         with contextlib.suppress(Exception):
             await self.worker.stop()
+        self.said.extend(self._take_lines())
         with contextlib.suppress(Exception):
             await self.proxy.close()
         await asyncio.to_thread(self.node.stop)
@@ -460,8 +472,7 @@ async def _killed(stack: Stack, channel: aio_pika.abc.AbstractChannel) -> None:
     stack.mark(f"dead-lettered after {deliveries} deliveries; planner resumes")
     stack.planning = True
     await stack.until(killed, 420)
-    restarted = stack.mark("worker started again")
-    stack.worker.lines.clear()  # wait_consuming looks for the new process's line
+    restarted = stack.mark("worker started again")  # its lines taken: wait_consuming sees new ones
     await stack.worker.start()
     await stack.worker.wait_consuming(timeout=60)
     consuming = stack.mark("worker consuming again")
@@ -535,6 +546,7 @@ async def run(chosen: list[str], scale: float) -> dict[str, Any]:
         "outside_conditions": [spell for stack in stacks for spell in stack.noise()],
         "events": {stack.name: stack.events for stack in stacks},
         "transitions": {stack.name: stack.transitions for stack in stacks},
+        "worker_logs": {stack.name: stack.said for stack in stacks},
     }
 
 
@@ -585,6 +597,8 @@ def main() -> int:
     results["command"] = "python -m bench.alerts " + " ".join(sys.argv[1:])
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     RESULTS.mkdir(exist_ok=True)
+    for name, said in results.pop("worker_logs").items():  # the worker's own words, for a why
+        (RESULTS / f"alerts-{stamp}-{name}.log").write_text("\n".join(said) + "\n")
     (RESULTS / f"alerts-{stamp}.json").write_text(json.dumps(results, indent=2))
     table = markdown(results)
     (RESULTS / f"alerts-{stamp}.md").write_text(table)
