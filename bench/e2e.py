@@ -16,7 +16,9 @@ subsystem round trip: every candidate does one confirmed publish per action.
 
 Throughput: a backlog is published first, then the candidate started; the rate is taken from
 the first record to the last (start-up is not counted). Latency: plans published at a steady
-rate to a running candidate, from each plan's publish to its last record.
+rate to a running candidate, from each plan's publish to its last record; in rounds, the
+candidates alternating, and each candidate's samples of all rounds pooled (a p99 of one short
+run is its second-slowest plan or so, and moves with whatever else the machine did then).
 """
 
 from __future__ import annotations
@@ -349,14 +351,37 @@ class Latency:
     p50_ms: float
     p99_ms: float
     samples: int
+    rounds: int = 1
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
+@dataclass
+class Waits:
+    """One latency run: the rate achieved, and each plan's wait in milliseconds."""
+
+    candidate: str
+    plans_per_s: float
+    waits_ms: list[float]
+
+
+def pooled(runs: list[Waits]) -> Latency:
+    """The runs of one candidate at one load as one sample."""
+    waits = sorted(w for run in runs for w in run.waits_ms)
+    return Latency(
+        runs[0].candidate,
+        statistics.mean(run.plans_per_s for run in runs),
+        statistics.median(waits),
+        _percentile(waits, 0.99),
+        len(waits),
+        len(runs),
+    )
+
+
 async def latency(
     candidate: str, url: str, *, plans_per_s: float, seconds: float, actions: int = 10
-) -> Latency:
+) -> Waits:
     """Plans at a steady rate to a running candidate; publish → last record, per plan."""
     async with Namespace(url, "quorum", count_records=False) as space:
         assert space.connection is not None
@@ -405,10 +430,7 @@ async def latency(
         finally:
             running.stop()
             await channel.close()  # before the namespace goes, or the broker cancels it
-    waits = sorted((done[p] - sent[p]) * 1000 for p in sent)
-    return Latency(
-        candidate, achieved, statistics.median(waits), _percentile(waits, 0.99), len(waits)
-    )
+    return Waits(candidate, achieved, [(done[p] - sent[p]) * 1000 for p in sent])
 
 
 def _percentile(sorted_values: list[float], q: float) -> float:
@@ -588,15 +610,32 @@ async def run_all(url: str, plan: Budget, *, say: Any = print) -> dict[str, Any]
     peak = {
         c: _median([r for r in runs if r.candidate == c and r.scenario == base]) for c in CANDIDATES
     }
-    latencies = []
+    rates = {
+        c: {"idle": plan.idle_plans_per_s, "50% of peak": 0.5 * peak[c] / base.actions_per_plan}
+        for c in CANDIDATES
+    }
+    waits: dict[tuple[str, str], list[Waits]] = {}
+    for load in ("idle", "50% of peak"):
+        for round_ in range(plan.curve_rounds):
+            for candidate in CANDIDATES:
+                run_w = await latency(
+                    candidate, url, plans_per_s=rates[candidate][load], seconds=plan.latency_seconds
+                )
+                waits.setdefault((candidate, load), []).append(run_w)
+                one = pooled([run_w])
+                say(
+                    f"  latency round {round_ + 1} {candidate:<20} at {one.plans_per_s:>7,.0f} "
+                    f"plans/s: p50 {one.p50_ms:.1f} ms, p99 {one.p99_ms:.1f} ms"
+                )
+    latencies = []  # each candidate's idle, then its 50% of peak: the order report.py reads
     for candidate in CANDIDATES:
-        loaded = 0.5 * peak[candidate] / base.actions_per_plan
-        for rate in (plan.idle_plans_per_s, loaded):
-            result = await latency(candidate, url, plans_per_s=rate, seconds=plan.latency_seconds)
+        for load in ("idle", "50% of peak"):
+            result = pooled(waits[(candidate, load)])
             latencies.append(result)
             say(
-                f"latency {candidate:<20} at {result.plans_per_s:>7,.0f} plans/s: "
-                f"p50 {result.p50_ms:.1f} ms, p99 {result.p99_ms:.1f} ms"
+                f"latency {candidate:<20} {load} ({result.plans_per_s:,.0f} plans/s, "
+                f"{result.rounds} rounds pooled): p50 {result.p50_ms:.1f} ms, "
+                f"p99 {result.p99_ms:.1f} ms"
             )
     memories = []
     for backlog in plan.backlogs:

@@ -157,7 +157,8 @@ def markdown(e2e: dict[str, Any], summary: dict[str, Any]) -> str:
             mine = [x for x in e2e["latency"] if x["candidate"] == candidate][picks]
             cells.append(
                 f"p50 {mine['p50_ms']:.1f} ms, p99 {mine['p99_ms']:.1f} ms "
-                f"({mine['plans_per_s']:,.0f} plans/s)"
+                f"({mine['plans_per_s']:,.0f} plans/s, {mine['samples']:,} plans in "
+                f"{mine.get('rounds', 1)} round(s))"
             )
         lines.append(f"| {load} | " + " | ".join(cells) + " |")
     lines += ["", "| worker resident memory | peak |", "|---|---|"]
