@@ -12,7 +12,7 @@ from aio_pika.robust_connection import RobustConnection
 
 from tests.proxy import SilencingProxy
 from worker.config import WorkerSettings
-from worker.connection import _CONNECT_STEP, ClusterConnection, backoff_s, connect
+from worker.connection import _CONNECT_STEP, ClusterConnection, _describe, backoff_s, connect
 
 pytestmark = pytest.mark.integration
 
@@ -31,6 +31,15 @@ def test_backoff_doubles_with_jitter_up_to_a_ceiling() -> None:
     assert 2.0 <= backoff_s(4) <= 6.0
     # A broker back after a long outage is found within seconds (test_faults times it).
     assert all(backoff_s(n) <= 7.5 for n in range(1, 40))
+
+
+def test_a_connection_closed_before_the_handshake_is_said_in_words() -> None:
+    # aiormq raises a bare StopAsyncIteration when a proxy or load balancer accepts the
+    # connection and closes it (seen in the alerts run's cut-off): its name told nobody anything.
+    assert _describe(StopAsyncIteration()) == "the connection closed before the AMQP handshake"
+    assert _describe(ConnectionRefusedError(111, "refused")) == (
+        "ConnectionRefusedError: [Errno 111] refused"
+    )
 
 
 async def test_a_dead_first_address_is_passed_over(amqp_url: str) -> None:

@@ -399,6 +399,7 @@ async def test_a_worker_cut_off_for_long_is_ready_within_seconds_of_the_broker_a
         # Trying every few seconds for 40 s, and saying so once for each connection.
         said = [r.getMessage() for r in caplog.records if r.name == "worker.connection"]
         assert len(said) == connections, said
+        assert not any("StopAsyncIteration" in line for line in said), said  # words, not a type
         await running.shutdown()
     finally:
         await proxy.close()

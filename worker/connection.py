@@ -156,6 +156,8 @@ setattr(ClusterConnection, _CONNECT_STEP, ClusterConnection._round)
 
 
 def _describe(exc: BaseException) -> str:
+    if isinstance(exc, StopAsyncIteration):  # what aiormq raises for it, with no words
+        return "the connection closed before the AMQP handshake"
     return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
 
 
