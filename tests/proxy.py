@@ -26,10 +26,15 @@ class SilencingProxy:
         """A started proxy to the broker ``amqp_url`` names, and that URL through the proxy."""
         parts = urlsplit(amqp_url)
         proxy = cls((parts.hostname or "127.0.0.1", parts.port or 5672))
-        port = await proxy.start()
+        await proxy.start()
+        return proxy, proxy.url_for(amqp_url)
+
+    def url_for(self, amqp_url: str) -> str:
+        """``amqp_url`` (its credentials, vhost and query) through this started proxy."""
+        parts = urlsplit(amqp_url)
         credentials = parts.netloc.rpartition("@")[0]
-        netloc = f"{credentials}@127.0.0.1:{port}" if credentials else f"127.0.0.1:{port}"
-        return proxy, urlunsplit(parts._replace(netloc=netloc))
+        here = f"127.0.0.1:{self.port}"
+        return urlunsplit(parts._replace(netloc=f"{credentials}@{here}" if credentials else here))
 
     async def start(self) -> int:
         self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0)

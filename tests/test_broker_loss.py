@@ -46,13 +46,6 @@ async def proxy(amqp_url: str) -> AsyncIterator[SilencingProxy]:
     await running.close()
 
 
-def _through(amqp_url: str, proxy: SilencingProxy) -> str:
-    parts = urllib.parse.urlsplit(amqp_url)
-    return parts._replace(
-        netloc=f"{parts.username}:{parts.password}@127.0.0.1:{proxy.port}"
-    ).geturl()
-
-
 class Command:
     """``self-optimiser ARGV`` in a subprocess, its stdout and stderr kept line by line."""
 
@@ -137,7 +130,7 @@ async def test_tail_says_once_it_lost_the_broker_and_once_it_is_back_with_what_w
     broker: Broker, amqp_url: str, proxy: SilencingProxy
 ) -> None:
     await broker.declare_topology()
-    tail = await Command(_through(amqp_url, proxy), broker.names.namespace, "tail").start()
+    tail = await Command(proxy.url_for(amqp_url), broker.names.namespace, "tail").start()
 
     async def shown(action_id: str) -> None:
         async def seen() -> bool:
@@ -180,7 +173,7 @@ async def test_publish_that_loses_the_broker_while_waiting_says_one_sentence_and
     )
     path = tmp_path / "plan.json"
     path.write_text(plan)
-    publish = Command(_through(amqp_url, proxy), broker.names.namespace, "publish", str(path))
+    publish = Command(proxy.url_for(amqp_url), broker.names.namespace, "publish", str(path))
     publish.argv += ["--timeout", "60"]
     await publish.start()
     await _until(lambda: any(line.startswith("waiting up to") for line in publish.out), "wait")
@@ -198,7 +191,7 @@ async def test_a_one_shot_command_that_loses_the_broker_stops_at_once_with_broke
 ) -> None:
     # What status, review, breakers, pause and resume run on.
     await broker.declare_topology()
-    settings = WorkerSettings(amqp_url=_through(amqp_url, proxy), namespace=broker.names.namespace)
+    settings = WorkerSettings(amqp_url=proxy.url_for(amqp_url), namespace=broker.names.namespace)
 
     async def command() -> None:
         async with one_shot(settings, "test") as connection:
