@@ -28,7 +28,7 @@ class OptimiserConfig:
         1, "Most HOT_SWAP_MODULE actions dispatched per call; later ones are SKIPPED."
     )
     cool_down_s: float = setting(
-        300.0, "After a SUCCESS, the same (module, kind) is RATE_LIMITED for this many seconds."
+        300.0, "After a SUCCESS, the setting it moved is RATE_LIMITED for this many seconds."
     )
     enable_rate_limit: bool = setting(True, "Turn the cool-down gate off entirely.")
     dry_run: bool = setting(
