@@ -46,10 +46,10 @@ from schemas import ActionKind, ImprovementAction, Plan, encode
 from tests.nodes import RabbitNode, free_port
 from tests.processes import ROOT, WorkerProcess
 from tests.proxy import SilencingProxy
-from worker.demo import SimulatedCycle, SwapOutcome, SwapResult
-from worker.inprocess import seed_subsystems
-from worker.subsystem_server import SubsystemServer
-from worker.topology import Names
+from worker.amqp.topology import Names
+from worker.core.seed import seed_subsystems
+from worker.demo.simulated import SimulatedCycle, SwapOutcome, SwapResult
+from worker.subsystems.server import SubsystemServer
 
 RULES = ROOT / "deploy" / "prometheus" / "alerts.yml"
 RESULTS = Path(__file__).with_name("results")

@@ -46,8 +46,8 @@ import aiormq
 from aio_pika.abc import AbstractIncomingMessage, AbstractRobustConnection
 
 from schemas import ActionKind, EnactmentRecord, EnactmentStatus, ImprovementAction, Plan, encode
-from worker.state import RECORDS_TYPE, records_messages
-from worker.topology import Names, layout, queue_states
+from worker.amqp.state import RECORDS_TYPE, records_messages
+from worker.amqp.topology import Names, layout, queue_states
 
 RELAY: Final = "aio-pika relay"
 FASTSTREAM: Final = "FastStream relay"

@@ -10,7 +10,7 @@ from prometheus_client import CollectorRegistry
 from bench.stats import Measurement, alternate
 from schemas import ActionKind, ImprovementAction
 from worker import AsyncSelfOptimiser, OptimiserConfig, OptimiserMetrics
-from worker.demo import SimulatedCycle
+from worker.demo.simulated import SimulatedCycle
 
 ACTIONS = 20_000
 

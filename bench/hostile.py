@@ -22,8 +22,8 @@ import aio_pika
 from tests.hostile import Scoreboard, hostile_plan
 from tests.processes import WorkerProcess
 from worker import Subsystems
-from worker.subsystem_server import SubsystemServer
-from worker.topology import Names, declare, queue_states
+from worker.amqp.topology import Names, declare, queue_states
+from worker.subsystems.server import SubsystemServer
 
 
 async def measure(url: str, seconds: float, settings: dict[str, str]) -> str:

@@ -11,7 +11,7 @@ Exchanges and queues are channels with the AMQP 0-9-1 binding; payloads are the 
 schemas, made as ``schemas/json/`` is (msgspec, then ``strict``), in AsyncAPI's default schema
 format (a superset of draft-07), which reads every keyword they use as 2020-12 does (a test
 says so). The names repeat
-``worker.topology`` (``schemas`` imports nothing of the worker); a test holds them equal.
+``worker.amqp.topology`` (``schemas`` imports nothing of the worker); a test holds them equal.
 """
 
 from __future__ import annotations

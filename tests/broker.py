@@ -21,7 +21,7 @@ import aio_pika
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractRobustConnection
 
 from schemas import EnactmentRecord, decode_record
-from worker.topology import DELIVERY_LIMIT, Names, queue_states
+from worker.amqp.topology import DELIVERY_LIMIT, Names, queue_states
 
 LOCAL_URL = "amqp://guest:guest@127.0.0.1:5672/"
 
@@ -131,7 +131,7 @@ class Broker:
 
     async def declare_topology(self) -> None:
         """Declare what the worker declares, so the test can publish before it starts."""
-        from worker.topology import declare  # noqa: PLC0415
+        from worker.amqp.topology import declare  # noqa: PLC0415
 
         await declare(self.channel, self.names, delivery_limit=self.delivery_limit)
 

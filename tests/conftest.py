@@ -21,9 +21,9 @@ from schemas import ActionKind, ImprovementAction
 from tests.broker import Broker, discover_broker
 from tests.processes import WorkerProcess
 from worker import DetectorConfig, ManualClock, OptimiserConfig, Subsystems
-from worker.config import WorkerSettings
-from worker.service import Worker
-from worker.subsystem_server import SubsystemServer
+from worker.amqp.service import Worker
+from worker.settings import WorkerSettings
+from worker.subsystems.server import SubsystemServer
 
 settings.register_profile("ci", max_examples=300, deadline=None)
 settings.register_profile("dev", max_examples=100, deadline=None)

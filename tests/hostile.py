@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass, field
 
 from schemas.commands import BudgetChange, SwapChange, ThresholdChange
-from worker.ports import BudgetIncrease, LoadShed, ModuleSwap, SubsystemResult, ThresholdTuning
+from worker.core.ports import BudgetIncrease, LoadShed, ModuleSwap, SubsystemResult, ThresholdTuning
 
 #: The module whose budget subsystem always fails.
 BROKEN = "broken.module"

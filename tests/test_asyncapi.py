@@ -2,7 +2,7 @@
 
 ``schemas/asyncapi.py`` repeats the worker's wire names and headers (``schemas`` imports
 nothing of the worker), so these tests hold the two equal: the exchanges and queues against
-``worker.topology``, and on a real broker, what the worker publishes against what the document
+``worker.amqp.topology``, and on a real broker, what the worker publishes against what the document
 says of it.
 """
 
@@ -32,12 +32,12 @@ from tests.conftest import ServerStarter, WorkerStarter
 from tests.node import run_script
 from tests.test_worker import EXAMPLE_PLAN
 from worker import seed_subsystems
+from worker.amqp.remote import DIRECT_REPLY_TO
+from worker.amqp.topology import Names, layout
 from worker.cli import main
-from worker.config import WorkerSettings
-from worker.demo import SimulatedCycle, SimulatedOrchestrator
-from worker.metrics import PARK_REASONS
-from worker.remote import DIRECT_REPLY_TO
-from worker.topology import Names, layout
+from worker.core.metrics import PARK_REASONS
+from worker.demo.simulated import SimulatedCycle, SimulatedOrchestrator
+from worker.settings import WorkerSettings
 
 DOC = document()
 MESSAGES = DOC["components"]["messages"]

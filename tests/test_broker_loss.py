@@ -25,9 +25,9 @@ from schemas import ActionKind, EnactmentRecord, EnactmentStatus, ImprovementAct
 from schemas import routing_key as record_key
 from tests.broker import Broker
 from tests.proxy import SilencingProxy
-from worker.config import WorkerSettings
-from worker.connection import BrokerLost, one_shot
-from worker.topology import queue_states
+from worker.amqp.connection import BrokerLost, one_shot
+from worker.amqp.topology import queue_states
+from worker.settings import WorkerSettings
 
 pytestmark = pytest.mark.integration
 

@@ -17,8 +17,9 @@ from schemas import EnactmentStatus
 from tests.broker import Broker, read_stream
 from tests.conftest import ServerStarter, WorkerStarter, plan_of, wait_for
 from tests.test_state import CountingLoad
-from worker import Subsystems, service, streams
-from worker.checkpoints import (
+from worker import Subsystems
+from worker.amqp import service, streams
+from worker.amqp.checkpoints import (
     CHECKPOINT_TYPE,
     Chain,
     Checkpoint,
@@ -30,7 +31,7 @@ from worker.checkpoints import (
     encode_checkpoint,
     write,
 )
-from worker.streams import MARKER_TYPE
+from worker.amqp.streams import MARKER_TYPE
 
 LOG = "N.results.log"
 

@@ -14,7 +14,7 @@ import pytest
 
 from schemas import EnactmentStatus
 from worker.cli import main
-from worker.demo import run_demo
+from worker.demo.simulated import run_demo
 
 ROOT = Path(__file__).parent.parent
 

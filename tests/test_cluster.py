@@ -31,11 +31,11 @@ from tests.nodes import Cluster, RabbitNode, require_rabbitmq_server
 from tests.processes import WorkerProcess
 from tests.test_state import CountingLoad
 from worker import Subsystems
-from worker.config import WorkerSettings
-from worker.connection import connect
-from worker.state import records_of
-from worker.subsystem_server import SubsystemServer
-from worker.topology import Names, declare
+from worker.amqp.connection import connect
+from worker.amqp.state import records_of
+from worker.amqp.topology import Names, declare
+from worker.settings import WorkerSettings
+from worker.subsystems.server import SubsystemServer
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

@@ -10,8 +10,8 @@ import pytest
 from tests.broker import discover_broker
 from tests.conftest import broker_url_or_skip
 from worker.cli import main
-from worker.config import WorkerSettings, load_settings, redact_url, setting_fields
-from worker.errors import ConfigError
+from worker.core.errors import ConfigError
+from worker.settings import WorkerSettings, load_settings, redact_url, setting_fields
 
 
 def test_defaults_are_the_documented_wire_names() -> None:

@@ -11,8 +11,8 @@ import pytest
 from aio_pika.robust_connection import RobustConnection
 
 from tests.proxy import SilencingProxy
-from worker.config import WorkerSettings
-from worker.connection import _CONNECT_STEP, ClusterConnection, _describe, backoff_s, connect
+from worker.amqp.connection import _CONNECT_STEP, ClusterConnection, _describe, backoff_s, connect
+from worker.settings import WorkerSettings
 
 pytestmark = pytest.mark.integration
 
@@ -55,7 +55,7 @@ async def test_a_dead_first_address_is_passed_over(amqp_url: str) -> None:
 async def test_a_lost_node_is_replaced_by_the_next_address_with_one_line_a_round(
     amqp_url: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.WARNING, logger="worker.connection")
+    caplog.set_level(logging.WARNING, logger="worker.amqp.connection")
     proxy, via_proxy = await SilencingProxy.in_front_of(amqp_url)
     settings = WorkerSettings(
         amqp_url=f"{via_proxy},{DEAD},{amqp_url}", heartbeat_s=1, connect_timeout_s=5.0
@@ -71,7 +71,7 @@ async def test_a_lost_node_is_replaced_by_the_next_address_with_one_line_a_round
             ):
                 await asyncio.sleep(0.1)
         # Port 1 refused on the way: that is one address, not a failed round.
-        assert [r for r in caplog.records if r.name == "worker.connection"] == []
+        assert [r for r in caplog.records if r.name == "worker.amqp.connection"] == []
     finally:
         await connection.close()
         await proxy.close()
@@ -80,14 +80,14 @@ async def test_a_lost_node_is_replaced_by_the_next_address_with_one_line_a_round
 async def test_a_round_in_which_no_address_answers_is_one_line(
     amqp_url: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.WARNING, logger="worker.connection")
+    caplog.set_level(logging.WARNING, logger="worker.amqp.connection")
     proxy, via_proxy = await SilencingProxy.in_front_of(amqp_url)
     settings = WorkerSettings(amqp_url=f"{via_proxy},{DEAD}", heartbeat_s=1)
     connection = await connect(settings, "test")
     try:
         proxy.blackout()
         await asyncio.sleep(8.0)
-        rounds = [r.getMessage() for r in caplog.records if r.name == "worker.connection"]
+        rounds = [r.getMessage() for r in caplog.records if r.name == "worker.amqp.connection"]
         # About 5 s of outage after the heartbeat notices, backing off from 0.5 s: several
         # rounds, one line for them (the next after a minute), naming both addresses.
         assert len(rounds) == 1, rounds

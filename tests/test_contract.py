@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from jsonschema import Draft202012Validator, FormatChecker
 
 from schemas import decode_plan
-from worker.text import printable
+from worker.core.text import printable
 
 SCHEMA = json.loads(
     (Path(__file__).parent.parent / "schemas" / "json" / "plan.schema.json").read_text()

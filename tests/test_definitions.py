@@ -25,10 +25,10 @@ from yarl import URL
 from schemas import EnactmentStatus, decode_record
 from tests.broker import rabbitmqctl
 from tests.conftest import plan_of, wait_for
-from worker.config import WorkerSettings
-from worker.definitions import ROLES, definitions, password_hash
-from worker.inprocess import seed_subsystems
-from worker.topology import Names
+from worker.amqp.topology import Names
+from worker.core.seed import seed_subsystems
+from worker.ops.definitions import ROLES, definitions, password_hash
+from worker.settings import WorkerSettings
 
 ROOT = Path(__file__).parent.parent
 SHIPPED = ROOT / "deploy" / "rabbitmq" / "definitions.json"
@@ -170,8 +170,8 @@ async def test_each_user_may_do_its_job(vhost: Vhost, tmp_path: Path) -> None:
 
     from prometheus_client import CollectorRegistry  # noqa: PLC0415
 
-    from worker.service import Worker  # noqa: PLC0415
-    from worker.subsystem_server import SubsystemServer  # noqa: PLC0415
+    from worker.amqp.service import Worker  # noqa: PLC0415
+    from worker.subsystems.server import SubsystemServer  # noqa: PLC0415
 
     n = vhost.names
     # reflection: its own queue, bound to the records
@@ -214,9 +214,9 @@ async def test_each_user_may_do_its_job(vhost: Vhost, tmp_path: Path) -> None:
         await reflection.close()
     # operator: sees the review item, acks it, pauses, reads the state, follows the records
     from schemas.control import ControlCommand  # noqa: PLC0415
-    from worker.breakers import read_breakers  # noqa: PLC0415
-    from worker.control import read_control, send_control  # noqa: PLC0415
-    from worker.operator import work_review  # noqa: PLC0415
+    from worker.amqp.control import read_control, send_control  # noqa: PLC0415
+    from worker.ops.breakers import read_breakers  # noqa: PLC0415
+    from worker.ops.tools import work_review  # noqa: PLC0415
 
     lines: list[str] = []
     operator = vhost.settings("operator")

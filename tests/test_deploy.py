@@ -1,6 +1,6 @@
 """deploy/: every file parses, has the shape its tool needs, and uses only what the worker exports.
 
-The metric check builds the worker's own registry (every metrics class of ``worker.metrics``)
+The metric check builds the worker's own registry (every metrics class of ``worker.core.metrics``)
 and compares each ``asi_optimiser_*`` name in the alert rules and the dashboard with it: a
 counter only as ``<name>_total``, a histogram only as ``_bucket``/``_sum``/``_count``, and every
 label in a matcher, a ``by (...)`` clause or a legend must be one the metric has (or ``job``,
@@ -26,9 +26,9 @@ import yaml
 from prometheus_client import CollectorRegistry
 from prometheus_client.metrics import MetricWrapperBase
 
-import worker.metrics
+import worker.core.metrics
 from schemas import ActionKind, EnactmentRecord, EnactmentStatus, ImprovementAction
-from worker.config import ENV_PREFIX, load_settings, setting_fields
+from worker.settings import ENV_PREFIX, load_settings, setting_fields
 
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy"
@@ -78,11 +78,11 @@ class Series:
 def exported_series() -> dict[str, Series]:
     """Every series name the worker's registry exposes, with its family's type and labels."""
     registry = CollectorRegistry()
-    # Every metrics class of worker.metrics (they take the registry and nothing else).
+    # Every metrics class of worker.core.metrics (they take the registry and nothing else).
     factories: list[Callable[[CollectorRegistry], object]] = [
         cls
-        for _, cls in inspect.getmembers(worker.metrics, inspect.isclass)
-        if cls.__module__ == worker.metrics.__name__
+        for _, cls in inspect.getmembers(worker.core.metrics, inspect.isclass)
+        if cls.__module__ == worker.core.metrics.__name__
         and list(inspect.signature(cls).parameters) == ["registry"]
     ]
     instances = [factory(registry) for factory in factories]
@@ -106,7 +106,7 @@ def exported_series() -> dict[str, Series]:
 
 def _give_every_family_a_sample(instance: object) -> None:
     """Labelled families show their labels only once they have a sample."""
-    if isinstance(instance, worker.metrics.OptimiserMetrics):
+    if isinstance(instance, worker.core.metrics.OptimiserMetrics):
         record = EnactmentRecord(
             action=ImprovementAction(
                 action_id="a-1",

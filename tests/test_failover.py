@@ -22,8 +22,8 @@ from tests.conftest import ServerStarter, plan_of
 from tests.processes import DELIVERY_ONLY, WorkerProcess
 from tests.test_state import CountingLoad
 from worker import SubsystemResult, Subsystems
-from worker.ports import LoadShed
-from worker.subsystem_server import SubsystemServer
+from worker.core.ports import LoadShed
+from worker.subsystems.server import SubsystemServer
 
 pytestmark = pytest.mark.integration
 

@@ -26,7 +26,7 @@ from tests.processes import WorkerProcess
 from tests.proxy import SilencingProxy
 from tests.test_worker import no_op_plan
 from worker import OptimiserConfig, SubsystemResult, Subsystems
-from worker.ports import LoadShed
+from worker.core.ports import LoadShed
 
 pytestmark = [
     pytest.mark.integration,
@@ -137,7 +137,7 @@ async def test_the_worker_reconnects_after_the_broker_closes_its_connections(
     await wait_for(lambda: running.worker.readiness()[0], timeout=30, what="readiness")
     await publishing
     # People read one line of the worker's own each way, not only the libraries' chatter.
-    ours = [r for r in caplog.records if r.name == "worker.service"]
+    ours = [r for r in caplog.records if r.name == "worker.amqp.service"]
     lost = [r for r in ours if r.getMessage().startswith("lost the broker at")]
     back = [r for r in ours if "is back: consuming plans again" in r.getMessage()]
     assert [r.levelname for r in lost] == ["WARNING"]
@@ -382,7 +382,7 @@ async def test_a_worker_cut_off_for_long_is_ready_within_seconds_of_the_broker_a
     # 1.5x) a worker cut off for minutes could sleep through up to 45 s of a broker that is
     # back: the alerts run saw it ready 32 s after a 7-minute cut-off. 40 s of cut-off takes
     # the backoff past any ceiling a worker that wants to be back in seconds can have.
-    caplog.set_level(logging.WARNING, logger="worker.connection")
+    caplog.set_level(logging.WARNING, logger="worker.amqp.connection")
     proxy, via_proxy = await SilencingProxy.in_front_of(amqp_url)
     try:
         running = await start_worker(amqp_url=via_proxy, heartbeat_s=1)
@@ -397,7 +397,7 @@ async def test_a_worker_cut_off_for_long_is_ready_within_seconds_of_the_broker_a
         took = loop.time() - restored
         assert took <= RECONNECT_WITHIN_S, f"ready {took:.1f}s after the broker answered again"
         # Trying every few seconds for 40 s, and saying so once for each connection.
-        said = [r.getMessage() for r in caplog.records if r.name == "worker.connection"]
+        said = [r.getMessage() for r in caplog.records if r.name == "worker.amqp.connection"]
         assert len(said) == connections, said
         assert not any("StopAsyncIteration" in line for line in said), said  # words, not a type
         await running.shutdown()
@@ -422,8 +422,8 @@ async def test_a_worker_that_loses_the_broker_says_so_once_and_once_when_it_is_b
     assert await worker.stop() == 0
 
     said = worker.lines[before:]
-    lost = [line for line in said if "WARNING worker.service: lost the broker at" in line]
-    back = [line for line in said if "INFO    worker.service: the broker at" in line]
+    lost = [line for line in said if "WARNING worker.amqp.service: lost the broker at" in line]
+    back = [line for line in said if "INFO    worker.amqp.service: the broker at" in line]
     library = [line for line in said if " aio_pika." in line or " aiormq." in line]
     assert len(lost) == 1, said
     assert len(back) == 1, said

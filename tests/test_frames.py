@@ -1,5 +1,5 @@
 """Bytes that are not UTF-8 in a delivery's short strings: the frame is read, the plan parked
-alone, the healthy plans around it enacted once; in a stream, skipped (``worker.frames``)."""
+alone, the healthy plans around it enacted once; in a stream, skipped (``worker.amqp.frames``)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from schemas import EnactmentStatus
 from tests.broker import Broker
 from tests.conftest import WorkerStarter, plan_of
 from tests.rawamqp import RawPublisher
-from worker import frames
+from worker.amqp import frames
 
 BAD = b"\xff\xfe"  # never UTF-8
 
@@ -33,7 +33,7 @@ def test_valid_utf8_reads_as_pamqp_reads_it_and_other_bytes_as_lone_surrogates()
 def test_install_is_idempotent_and_refuses_a_pamqp_it_does_not_know(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    frames.install()  # done at import of worker.connection; again changes nothing
+    frames.install()  # done at import of worker.amqp.connection; again changes nothing
     assert decode.METHODS["shortstr"] is frames.short_str
     assert decode.TABLE_MAPPING[b"F"] is frames.field_table
     monkeypatch.setattr(frames, "_installed", False)

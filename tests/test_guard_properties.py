@@ -24,9 +24,9 @@ from hypothesis import strategies as st
 from schemas import ActionKind, EnactmentRecord, ImprovementAction
 from schemas.commands import BudgetChange, SwapChange, ThresholdChange
 from worker import AsyncSelfOptimiser, ManualClock, OptimiserConfig, SubsystemResult, Subsystems
-from worker.effects import effect_of
-from worker.guards import LEARNED_FROM, Instant
-from worker.ports import BudgetIncrease, LoadShed, ModuleSwap, ThresholdTuning
+from worker.core.effects import effect_of
+from worker.core.guards import LEARNED_FROM, Instant
+from worker.core.ports import BudgetIncrease, LoadShed, ModuleSwap, ThresholdTuning
 
 K = ActionKind
 #: A hostile planner invents module names; two of them always fail.

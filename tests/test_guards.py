@@ -13,9 +13,9 @@ from prometheus_client import CollectorRegistry, generate_latest
 from schemas import ActionKind, EnactmentRecord, EnactmentStatus, ImprovementAction
 from tests.conftest import SwapOutcome, action, seed_cycle, seed_orchestrator
 from worker import AsyncSelfOptimiser, DetectorConfig, ManualClock, OptimiserConfig
-from worker.config import WorkerSettings
-from worker.metrics import OptimiserMetrics
-from worker.planstep import PlanStep, RecordMemory
+from worker.core.metrics import OptimiserMetrics
+from worker.core.planstep import PlanStep, RecordMemory
+from worker.settings import WorkerSettings
 
 K = ActionKind
 S = EnactmentStatus

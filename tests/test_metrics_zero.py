@@ -5,7 +5,7 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry
 
 from schemas import ActionKind, EnactmentStatus
-from worker.metrics import PARK_REASONS, PLAN_OUTCOMES, OptimiserMetrics, WorkerMetrics
+from worker.core.metrics import PARK_REASONS, PLAN_OUTCOMES, OptimiserMetrics, WorkerMetrics
 
 
 def _series(registry: CollectorRegistry, name: str) -> dict[tuple[tuple[str, str], ...], float]:

@@ -29,9 +29,9 @@ from tests.conftest import (
 )
 from tests.test_worker import no_op_plan
 from worker import OptimiserConfig
+from worker.amqp.topology import TopologyMismatch
 from worker.cli import main
-from worker.inprocess import seed_subsystems
-from worker.topology import TopologyMismatch
+from worker.core.seed import seed_subsystems
 
 pytestmark = pytest.mark.integration
 

@@ -25,8 +25,8 @@ from worker import (
     Subsystems,
     SubsystemUnavailable,
 )
-from worker.errors import PlanLost
-from worker.ports import LoadShed, ModuleSwap, ThresholdTuning
+from worker.core.errors import PlanLost
+from worker.core.ports import LoadShed, ModuleSwap, ThresholdTuning
 
 K = ActionKind
 S = EnactmentStatus
@@ -519,7 +519,7 @@ async def test_a_pause_skips_every_action_past_every_cap_and_arms_nothing(cycle:
 
 class _LosingSink:
     """A review sink that finds the plan lost when its item would go out, as the AMQP one
-    does once the delivery is gone (``worker.review``)."""
+    does once the delivery is gone (``worker.amqp.review``)."""
 
     def __init__(self) -> None:
         self.asked: list[str] = []

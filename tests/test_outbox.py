@@ -11,8 +11,8 @@ from collections.abc import Sequence
 
 import aiormq
 
-from worker.outbox import Outbox, Sent
-from worker.publisher import Outgoing, Publisher, PublishFailed
+from worker.amqp.outbox import Outbox, Sent
+from worker.amqp.publisher import Outgoing, Publisher, PublishFailed
 
 
 class Recording(Publisher):

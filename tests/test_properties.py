@@ -26,7 +26,7 @@ from worker import (
     Subsystems,
     SubsystemUnavailable,
 )
-from worker.ports import BudgetIncrease, LoadShed, ModuleSwap, ThresholdTuning
+from worker.core.ports import BudgetIncrease, LoadShed, ModuleSwap, ThresholdTuning
 
 S = EnactmentStatus
 #: Each fake subsystem behaves by module: works, refuses, raises, or is not there.

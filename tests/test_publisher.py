@@ -13,7 +13,7 @@ import pytest
 from aio_pika.abc import AbstractChannel, AbstractQueue
 
 from tests.broker import Broker
-from worker.publisher import Outgoing, Publisher, PublishFailed
+from worker.amqp.publisher import Outgoing, Publisher, PublishFailed
 
 pytestmark = pytest.mark.integration
 

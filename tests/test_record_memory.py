@@ -12,11 +12,11 @@ import pytest
 
 from schemas import ActionKind, EnactmentRecord, EnactmentStatus, ImprovementAction, Plan, encode
 from tests.broker import Broker
-from worker import streams
-from worker.clock import ManualClock
-from worker.errors import OptimiserError
-from worker.optimiser import AsyncSelfOptimiser
-from worker.planstep import PlanStep, RecordMemory
+from worker.amqp import streams
+from worker.core.clock import ManualClock
+from worker.core.errors import OptimiserError
+from worker.core.optimiser import AsyncSelfOptimiser
+from worker.core.planstep import PlanStep, RecordMemory
 
 
 def record(action_id: str, at: datetime, *, replay: bool = False) -> EnactmentRecord:

@@ -17,7 +17,7 @@ from worker import (
     SubsystemResult,
     Subsystems,
 )
-from worker.ports import ThresholdTuning
+from worker.core.ports import ThresholdTuning
 
 K = ActionKind
 S = EnactmentStatus

@@ -24,24 +24,25 @@ from schemas import ActionKind, EnactmentRecord, EnactmentStatus, ImprovementAct
 from tests.broker import Broker, rabbitmqctl, read_stream
 from tests.conftest import ServerStarter, WorkerStarter, plan_of, wait_for
 from tests.test_worker import no_op_plan
-from worker import SubsystemResult, Subsystems, streams
-from worker.clock import SystemClock
-from worker.config import WorkerSettings
-from worker.errors import PlanLost
-from worker.optimiser import AsyncSelfOptimiser
-from worker.planstep import RecordMemory
-from worker.ports import LoadShed
-from worker.publisher import Publisher
-from worker.review import FLAGGED_TYPE, AmqpReviewSink, FlagMemory
-from worker.service import Worker
-from worker.state import (
+from worker import SubsystemResult, Subsystems
+from worker.amqp import streams
+from worker.amqp.publisher import Publisher
+from worker.amqp.review import FLAGGED_TYPE, AmqpReviewSink, FlagMemory
+from worker.amqp.service import Worker
+from worker.amqp.state import (
     MESSAGE_BYTES,
     RECORDS_TYPE,
     StateFollower,
     records_messages,
     records_of,
 )
-from worker.topology import TopologyMismatch
+from worker.amqp.topology import TopologyMismatch
+from worker.core.clock import SystemClock
+from worker.core.errors import PlanLost
+from worker.core.optimiser import AsyncSelfOptimiser
+from worker.core.planstep import RecordMemory
+from worker.core.ports import LoadShed
+from worker.settings import WorkerSettings
 
 pytestmark = pytest.mark.integration
 
@@ -329,7 +330,7 @@ async def test_a_restore_longer_than_the_state_timeout_goes_on_while_it_makes_pr
                 message_id=f"busy-{n}", message_type="enactment_record"
             ),
         )
-    caplog.set_level(logging.INFO, logger="worker.service")
+    caplog.set_level(logging.INFO, logger="worker.amqp.service")
 
     running = await start_worker(state_timeout_s=0.5)  # ready: the restore went on
     follower = running.worker._followers[0]

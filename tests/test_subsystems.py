@@ -17,8 +17,8 @@ from tests.broker import Broker, rabbitmqctl
 from tests.conftest import ServerStarter, WorkerStarter, plan_of
 from tests.test_worker import EXAMPLE_PLAN, no_op_plan
 from worker import OptimiserConfig, SubsystemResult, Subsystems, seed_subsystems
-from worker.demo import SimulatedCycle, SimulatedOrchestrator
-from worker.ports import LoadShed, ThresholdTuning
+from worker.core.ports import LoadShed, ThresholdTuning
+from worker.demo.simulated import SimulatedCycle, SimulatedOrchestrator
 
 pytestmark = pytest.mark.integration
 
@@ -272,7 +272,7 @@ async def test_an_action_the_subsystem_applied_before_is_recorded_alike_and_not_
 ) -> None:
     # Another worker dispatched it an instant before losing the plan, and its record never
     # reached the state log: this one gets the first answer, and nothing is applied again.
-    caplog.set_level(logging.INFO, logger="worker.remote")
+    caplog.set_level(logging.INFO, logger="worker.amqp.remote")
     cycle = SimulatedCycle()
     server = await serve(seed_subsystems(cycle))
     results = await broker.results_queue()

@@ -15,9 +15,9 @@ import pytest
 
 from tests.certs import Authority, require_openssl
 from tests.nodes import RabbitNode, free_port, require_rabbitmq_server
-from worker.config import WorkerSettings
-from worker.connection import BrokerRefused, connect
-from worker.errors import ConfigError
+from worker.amqp.connection import BrokerRefused, connect
+from worker.core.errors import ConfigError
+from worker.settings import WorkerSettings
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -171,6 +171,6 @@ async def test_not_verifying_works_and_says_so(
 ) -> None:
     settings = tls_broker.settings(tls_ca_file=str(tls_broker.stranger.pem), tls_verify=False)
     await _connects(settings)
-    [warning] = [r for r in caplog.records if r.name == "worker.connection"]
+    [warning] = [r for r in caplog.records if r.name == "worker.amqp.connection"]
     assert warning.levelname == "WARNING"
     assert "tls_verify is false: the broker's certificate is NOT checked" in warning.getMessage()

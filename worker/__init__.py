@@ -1,12 +1,12 @@
 """The self-optimiser: enacts ImprovementActions under guardrails, in-process or as a worker."""
 
-from worker.clock import Clock, ManualClock, SystemClock
-from worker.errors import ConfigError, OptimiserError, ParameterError, SubsystemUnavailable
-from worker.guardrails import OptimiserConfig
-from worker.inprocess import DetectorConfig, OrchestratorRequest, seed_subsystems
-from worker.metrics import OptimiserMetrics
-from worker.optimiser import AsyncSelfOptimiser, NullOptimiser, SelfOptimiser
-from worker.ports import QueueReviewSink, SubsystemResult, Subsystems
+from worker.core.clock import Clock, ManualClock, SystemClock
+from worker.core.config import OptimiserConfig
+from worker.core.errors import ConfigError, OptimiserError, ParameterError, SubsystemUnavailable
+from worker.core.metrics import OptimiserMetrics
+from worker.core.optimiser import AsyncSelfOptimiser, NullOptimiser, SelfOptimiser
+from worker.core.ports import QueueReviewSink, SubsystemResult, Subsystems
+from worker.core.seed import DetectorConfig, OrchestratorRequest, seed_subsystems
 
 __all__ = [
     "AsyncSelfOptimiser",

@@ -19,8 +19,8 @@ import aio_pika
 from aio_pika.abc import AbstractIncomingMessage
 
 from schemas import EnactmentRecord, EnactmentStatus, decode_plan, encode, routing_key
+from worker.amqp.topology import Names
 from worker.cli import loop_factory
-from worker.topology import Names
 
 
 async def relay(url: str, namespace: str, prefetch: int) -> None:
