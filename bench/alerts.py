@@ -43,10 +43,10 @@ from typing import Any
 import aio_pika
 
 from schemas import ActionKind, ImprovementAction, Plan, encode
+from schemas.names import Names
 from tests.nodes import RabbitNode, free_port
 from tests.processes import ROOT, WorkerProcess
 from tests.proxy import SilencingProxy
-from worker.amqp.topology import Names
 from worker.core.seed import seed_subsystems
 from worker.demo.simulated import SimulatedCycle, SwapOutcome, SwapResult
 from worker.subsystems.server import SubsystemServer

@@ -46,8 +46,10 @@ import aiormq
 from aio_pika.abc import AbstractIncomingMessage, AbstractRobustConnection
 
 from schemas import ActionKind, EnactmentRecord, EnactmentStatus, ImprovementAction, Plan, encode
-from worker.amqp.state import RECORDS_TYPE, records_messages
-from worker.amqp.topology import Names, layout, queue_states
+from schemas.logs import RECORDS_TYPE
+from schemas.names import Names
+from worker.amqp.state import records_messages
+from worker.amqp.topology import layout, queue_states
 
 RELAY: Final = "aio-pika relay"
 FASTSTREAM: Final = "FastStream relay"

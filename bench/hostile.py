@@ -19,10 +19,11 @@ from contextlib import suppress
 
 import aio_pika
 
+from schemas.names import Names
 from tests.hostile import Scoreboard, hostile_plan
 from tests.processes import WorkerProcess
 from worker import Subsystems
-from worker.amqp.topology import Names, declare, queue_states
+from worker.amqp.topology import declare, queue_states
 from worker.subsystems.server import SubsystemServer
 
 

@@ -10,8 +10,8 @@ sends it), ``send`` what it publishes (ReflectionCycle, operators or a subsystem
 Exchanges and queues are channels with the AMQP 0-9-1 binding; payloads are the component
 schemas, made as ``schemas/json/`` is (msgspec, then ``strict``), in AsyncAPI's default schema
 format (a superset of draft-07), which reads every keyword they use as 2020-12 does (a test
-says so). The names repeat
-``worker.amqp.topology`` (``schemas`` imports nothing of the worker); a test holds them equal.
+says so). The names come from
+``schemas.names``, as the worker's do.
 """
 
 from __future__ import annotations
@@ -43,17 +43,14 @@ from schemas.messages import (
     EnactmentStatus,
     ImprovementAction,
     Message,
+    ParkReason,
     Plan,
 )
+from schemas.names import Names
 
 DOCUMENT: Final = Path(__file__).with_name("asyncapi.json")
 DEFAULT_NAMESPACE: Final = "optimiser"
 AMQP_BINDING: Final = "0.3.0"
-#: The worker's reasons for parking a plan, in header ``x-error-kind``.
-PARK_REASONS: Final = (
-    "too_large", "content_type", "content_encoding", "malformed", "invalid",
-    "unreadable_properties",
-)  # fmt: skip
 #: The Structs whose schemas are components; the types they use come along.
 _TYPES: Final[tuple[type[Message], ...]] = (
     Plan,
@@ -89,7 +86,7 @@ def document(namespace: str = DEFAULT_NAMESPACE) -> dict[str, Any]:
                 "plans, ReflectionCycle only read results, operators only the review queue.",
             }
         },
-        "channels": _channels(n),
+        "channels": _channels(Names(n)),
         "operations": _operations(),
         "components": {
             "schemas": _schemas(),
@@ -154,33 +151,33 @@ def _refs(*names: str) -> dict[str, Any]:
     return {name: {"$ref": f"#/components/messages/{name}"} for name in names}
 
 
-def _channels(n: str) -> dict[str, Any]:
+def _channels(names: Names) -> dict[str, Any]:
     return {
         "plans": _exchange(
-            f"{n}.plans", "fanout", None,
+            names.plans_exchange, "fanout", None,
             title="Plans, to the worker",
-            description=f"Publish plans to fanout exchange `{n}.plans` (any routing key), "
-            f"which feeds queue `{n}.plans`: persistent, mandatory and with publisher "
-            "confirms, so that none is lost unseen.",
+            description=f"Publish plans to fanout exchange `{names.plans_exchange}` (any routing "
+            f"key), which feeds queue `{names.plans_queue}`: persistent, mandatory and with "
+            "publisher confirms, so that none is lost unseen.",
             messages=_refs("plan", "planMsgpack"),
         ),
         "plansQueue": _queue(
-            f"{n}.plans",
+            names.plans_queue,
             title="The worker's plan queue",
             description="A quorum queue with one active consumer (a standby worker takes "
             "over when it goes). A plan is acked once every record and review item it "
             "produced is confirmed; one that cannot be read is parked in "
-            f"`{n}.plans.invalid`; one delivered `delivery_limit` times without an ack is "
-            f"dead-lettered to `{n}.plans.dead`.",
+            f"`{names.invalid_queue}`; one delivered `delivery_limit` times without an ack is "
+            f"dead-lettered to `{names.dead_queue}`.",
             messages=_refs("plan", "planMsgpack"),
         ),
         "results": _exchange(
-            f"{n}.results", "topic", "{actionKind}.{status}.{moduleName}",
+            names.results_exchange, "topic", "{actionKind}.{status}.{moduleName}",
             title="Records, one per action",
-            description=f"Topic exchange `{n}.results`: bind a queue of your own. A module "
-            "name may hold dots, so it takes `#` in a pattern: `*.FAILED.#` (every failure), "
-            "`HOT_SWAP_MODULE.#` (every swap), `*.*.memory.index` (one module). Stream "
-            f"`{n}.results.log` keeps every record for `retention_s`: the worker's "
+            description=f"Topic exchange `{names.results_exchange}`: bind a queue of your own. A "
+            "module name may hold dots, so it takes `#` in a pattern: `*.FAILED.#` (every "
+            "failure), `HOT_SWAP_MODULE.#` (every swap), `*.*.memory.index` (one module). Stream "
+            f"`{names.results_log}` keeps every record for `retention_s`: the worker's "
             "guardrail state.",
             parameters={
                 name: {"$ref": f"#/components/parameters/{name}"}
@@ -189,46 +186,47 @@ def _channels(n: str) -> dict[str, Any]:
             messages=_refs("record"),
         ),
         "review": _exchange(
-            f"{n}.review", "fanout", None,
+            names.review_exchange, "fanout", None,
             title="FLAG_FOR_REVIEW actions, from the worker",
-            description=f"Fanout exchange `{n}.review` in front of queue `{n}.review`.",
+            description=f"Fanout exchange `{names.review_exchange}` in front of queue "
+            f"`{names.review_queue}`.",
             messages=_refs("reviewItem"),
         ),
         "reviewQueue": _queue(
-            f"{n}.review",
+            names.review_queue,
             title="The review queue, for operators",
             description="A quorum queue; `self-optimiser review` lists, shows, acks and "
             "requeues its items.",
             messages=_refs("reviewItem"),
         ),
         "invalidPlans": _exchange(
-            f"{n}.plans.invalid", "fanout", None,
+            names.invalid_exchange, "fanout", None,
             title="Parked plans, from the worker",
-            description=f"Fanout exchange `{n}.plans.invalid` in front of the queue of the "
+            description=f"Fanout exchange `{names.invalid_exchange}` in front of the queue of the "
             "same name.",
             messages=_refs("parkedPlan"),
         ),
         "invalidPlansQueue": _queue(
-            f"{n}.plans.invalid",
+            names.invalid_queue,
             title="Plans the worker could not read",
             description="A quorum queue: each plan as it came, with the reason in `x-error`.",
             messages=_refs("parkedPlan"),
         ),
         "deadPlansQueue": _queue(
-            f"{n}.plans.dead",
+            names.dead_queue,
             title="Plans delivered too often without an ack",
             description=f"A quorum queue, fed by the broker through fanout exchange "
-            f"`{n}.plans.dead` when a plan reaches the delivery limit of `{n}.plans` (it "
-            "keeps crashing workers). The worker never reads it.",
+            f"`{names.dead_exchange}` when a plan reaches the delivery limit of "
+            f"`{names.plans_queue}` (it keeps crashing workers). The worker never reads it.",
             messages=_refs("deadPlan"),
         ),
         "commands": _exchange(
-            f"{n}.commands", "topic", "{subsystem}.{verb}",
+            names.commands_exchange, "topic", "{subsystem}.{verb}",
             title="Subsystem commands",
-            description=f"Topic exchange `{n}.commands`. A subsystem binds a queue of its "
-            f"own (`SubsystemServer` binds auto-delete queue `{n}.commands.<subsystem>` with "
-            "`<subsystem>.*`); with none bound the broker returns the command and the action "
-            "is SKIPPED.",
+            description=f"Topic exchange `{names.commands_exchange}`. A subsystem binds a queue "
+            "of its own (`SubsystemServer` binds auto-delete queue "
+            f"`{names.command_queue('<subsystem>')}` with `<subsystem>.*`); with none bound the "
+            "broker returns the command and the action is SKIPPED.",
             parameters={
                 name: {"$ref": f"#/components/parameters/{name}"} for name in ("subsystem", "verb")
             },
@@ -243,14 +241,14 @@ def _channels(n: str) -> dict[str, Any]:
             messages=_refs("reply"),
         ),
         "control": _exchange(
-            f"{n}.control", "fanout", None,
+            names.control, "fanout", None,
             title="Pause, resume, breaker resets, from operators",
-            description=f"Fanout exchange `{n}.control` into stream `{n}.control`; "
+            description=f"Fanout exchange `{names.control}` into stream `{names.control}`; "
             "`self-optimiser pause`, `resume` and `breakers reset` publish here.",
             messages=_refs("control"),
         ),
         "controlStream": _queue(
-            f"{n}.control",
+            names.control,
             title="The kill switch's state",
             description="A stream: every worker reads it from its start at start-up and then "
             "follows it, so the last message is the state.",
@@ -475,7 +473,7 @@ def _messages() -> dict[str, Any]:
                         "description": "Why, naming the path or the byte: ``Invalid enum "
                         "value 'DROP' - at `$.actions[1].action_kind` ``.",
                     },
-                    "x-error-kind": {**text, "enum": list(PARK_REASONS)},
+                    "x-error-kind": {**text, "enum": list(ParkReason)},
                     "x-original-exchange": text,
                     "x-original-routing-key": text,
                     "x-original-message-id": text,

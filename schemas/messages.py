@@ -103,6 +103,17 @@ class EnactmentStatus(enum.StrEnum):
     RATE_LIMITED = "RATE_LIMITED"
 
 
+class ParkReason(enum.StrEnum):
+    """Why the worker parked a plan in ``N.plans.invalid`` unread: its ``x-error-kind`` header."""
+
+    TOO_LARGE = "too_large"
+    CONTENT_TYPE = "content_type"
+    CONTENT_ENCODING = "content_encoding"
+    MALFORMED = "malformed"
+    INVALID = "invalid"
+    UNREADABLE_PROPERTIES = "unreadable_properties"
+
+
 class Message(msgspec.Struct, frozen=True, kw_only=True):
     """Base of every wire message: immutable, unknown fields ignored.
 

@@ -21,7 +21,9 @@ import aio_pika
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractRobustConnection
 
 from schemas import EnactmentRecord, decode_record
-from worker.amqp.topology import DELIVERY_LIMIT, Names, queue_states
+from schemas.names import DELIVERY_LIMIT, Names
+from worker.amqp import frames
+from worker.amqp.topology import queue_states
 
 LOCAL_URL = "amqp://guest:guest@127.0.0.1:5672/"
 
@@ -125,6 +127,8 @@ class Broker:
 
     @classmethod
     async def open(cls, url: str, namespace: str) -> Broker:
+        # The tests read back what hostile planners sent, as the worker's connections do.
+        frames.install()
         connection = await aio_pika.connect_robust(url)
         channel = await connection.channel()
         return cls(url, Names(namespace), connection, channel)

@@ -27,15 +27,16 @@ from schemas import EnactmentRecord, ImprovementAction, Plan, asyncapi, routing_
 from schemas.asyncapi import DOCUMENT, document, render
 from schemas.commands import OWNER, SubsystemCommand, SubsystemReply, command_routing_key
 from schemas.control import ControlMessage
+from schemas.names import Names
 from tests.broker import Broker
 from tests.conftest import ServerStarter, WorkerStarter
 from tests.node import run_script
 from tests.test_worker import EXAMPLE_PLAN
 from worker import seed_subsystems
+from worker.amqp.metrics import PARK_REASONS
 from worker.amqp.remote import DIRECT_REPLY_TO
-from worker.amqp.topology import Names, layout
+from worker.amqp.topology import layout
 from worker.cli import main
-from worker.core.metrics import PARK_REASONS
 from worker.demo.simulated import SimulatedCycle, SimulatedOrchestrator
 from worker.settings import WorkerSettings
 
@@ -114,7 +115,6 @@ def test_every_exchange_and_queue_is_the_workers_own() -> None:
 
 def test_the_settings_the_document_repeats_are_the_workers() -> None:
     assert WorkerSettings().namespace == asyncapi.DEFAULT_NAMESPACE
-    assert asyncapi.PARK_REASONS == PARK_REASONS
     headers = MESSAGES["parkedPlan"]["headers"]["properties"]
     assert headers["x-error-kind"]["enum"] == list(PARK_REASONS)
 

@@ -25,7 +25,8 @@ from schemas import ActionKind, EnactmentRecord, EnactmentStatus, ImprovementAct
 from schemas import routing_key as record_key
 from tests.broker import Broker
 from tests.proxy import SilencingProxy
-from worker.amqp.connection import BrokerLost, one_shot
+from worker.amqp.connection import one_shot
+from worker.amqp.errors import BrokerLost
 from worker.amqp.topology import queue_states
 from worker.settings import WorkerSettings
 

@@ -14,23 +14,19 @@ import msgspec
 import pytest
 
 from schemas import EnactmentStatus
+from schemas.logs import (
+    CHECKPOINT_TYPE,
+    Checkpoint,
+    CheckpointHead,
+    decode_checkpoint,
+    encode_checkpoint,
+)
 from tests.broker import Broker, read_stream
 from tests.conftest import ServerStarter, WorkerStarter, plan_of, wait_for
 from tests.test_state import CountingLoad
 from worker import Subsystems
 from worker.amqp import service, streams
-from worker.amqp.checkpoints import (
-    CHECKPOINT_TYPE,
-    Chain,
-    Checkpoint,
-    CheckpointFollower,
-    CheckpointHead,
-    FreshIndex,
-    Offer,
-    decode,
-    encode_checkpoint,
-    write,
-)
+from worker.amqp.checkpoints import Chain, CheckpointFollower, FreshIndex, Offer, write
 from worker.amqp.streams import MARKER_TYPE
 
 LOG = "N.results.log"
@@ -75,7 +71,7 @@ def test_a_write_goes_on_from_what_is_covered_in_messages_of_bounded_size() -> N
     assert sum(len(m.ids) for m in messages) == len([e for e in entries if e[0] > 20])
     assert [m.last_id for m in messages] == ["", "", "m99"]
     assert messages[0].flags == [("a30", flagged)]
-    assert decode(encode_checkpoint(messages[0])) == messages[0]
+    assert decode_checkpoint(encode_checkpoint(messages[0])) == messages[0]
     [dump] = write(
         LOG, None, first_read=7, last=99, last_id="m99", index=index, flags=[],
         guard_records=[],

@@ -26,14 +26,15 @@ import aio_pika
 import pytest
 
 from schemas import EnactmentRecord, decode_record
+from schemas.logs import records_of
+from schemas.names import Names
 from tests.broker import read_stream
 from tests.nodes import Cluster, RabbitNode, require_rabbitmq_server
 from tests.processes import WorkerProcess
 from tests.test_state import CountingLoad
 from worker import Subsystems
 from worker.amqp.connection import connect
-from worker.amqp.state import records_of
-from worker.amqp.topology import Names, declare
+from worker.amqp.topology import declare
 from worker.settings import WorkerSettings
 from worker.subsystems.server import SubsystemServer
 

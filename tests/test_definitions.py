@@ -23,9 +23,9 @@ from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
 from yarl import URL
 
 from schemas import EnactmentStatus, decode_record
+from schemas.names import Names
 from tests.broker import rabbitmqctl
 from tests.conftest import plan_of, wait_for
-from worker.amqp.topology import Names
 from worker.core.seed import seed_subsystems
 from worker.ops.definitions import ROLES, definitions, password_hash
 from worker.settings import WorkerSettings
@@ -214,9 +214,9 @@ async def test_each_user_may_do_its_job(vhost: Vhost, tmp_path: Path) -> None:
         await reflection.close()
     # operator: sees the review item, acks it, pauses, reads the state, follows the records
     from schemas.control import ControlCommand  # noqa: PLC0415
-    from worker.amqp.control import read_control, send_control  # noqa: PLC0415
     from worker.ops.breakers import read_breakers  # noqa: PLC0415
-    from worker.ops.tools import work_review  # noqa: PLC0415
+    from worker.ops.control import read_control, send_control  # noqa: PLC0415
+    from worker.ops.review import work_review  # noqa: PLC0415
 
     lines: list[str] = []
     operator = vhost.settings("operator")

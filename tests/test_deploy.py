@@ -1,6 +1,7 @@
 """deploy/: every file parses, has the shape its tool needs, and uses only what the worker exports.
 
-The metric check builds the worker's own registry (every metrics class of ``worker.core.metrics``)
+The metric check builds the worker's own registry (every metrics class of ``worker.core.metrics``
+and ``worker.amqp.metrics``)
 and compares each ``asi_optimiser_*`` name in the alert rules and the dashboard with it: a
 counter only as ``<name>_total``, a histogram only as ``_bucket``/``_sum``/``_count``, and every
 label in a matcher, a ``by (...)`` clause or a legend must be one the metric has (or ``job``,
@@ -26,6 +27,7 @@ import yaml
 from prometheus_client import CollectorRegistry
 from prometheus_client.metrics import MetricWrapperBase
 
+import worker.amqp.metrics
 import worker.core.metrics
 from schemas import ActionKind, EnactmentRecord, EnactmentStatus, ImprovementAction
 from worker.settings import ENV_PREFIX, load_settings, setting_fields
@@ -78,11 +80,12 @@ class Series:
 def exported_series() -> dict[str, Series]:
     """Every series name the worker's registry exposes, with its family's type and labels."""
     registry = CollectorRegistry()
-    # Every metrics class of worker.core.metrics (they take the registry and nothing else).
+    # Every metrics class of the two (they take the registry and nothing else).
     factories: list[Callable[[CollectorRegistry], object]] = [
         cls
-        for _, cls in inspect.getmembers(worker.core.metrics, inspect.isclass)
-        if cls.__module__ == worker.core.metrics.__name__
+        for module in (worker.core.metrics, worker.amqp.metrics)
+        for _, cls in inspect.getmembers(module, inspect.isclass)
+        if cls.__module__ == module.__name__
         and list(inspect.signature(cls).parameters) == ["registry"]
     ]
     instances = [factory(registry) for factory in factories]

@@ -33,7 +33,7 @@ def test_valid_utf8_reads_as_pamqp_reads_it_and_other_bytes_as_lone_surrogates()
 def test_install_is_idempotent_and_refuses_a_pamqp_it_does_not_know(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    frames.install()  # done at import of worker.amqp.connection; again changes nothing
+    frames.install()  # done by every connect(); again changes nothing
     assert decode.METHODS["shortstr"] is frames.short_str
     assert decode.TABLE_MAPPING[b"F"] is frames.field_table
     monkeypatch.setattr(frames, "_installed", False)

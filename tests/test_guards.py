@@ -13,8 +13,9 @@ from prometheus_client import CollectorRegistry, generate_latest
 from schemas import ActionKind, EnactmentRecord, EnactmentStatus, ImprovementAction
 from tests.conftest import SwapOutcome, action, seed_cycle, seed_orchestrator
 from worker import AsyncSelfOptimiser, DetectorConfig, ManualClock, OptimiserConfig
+from worker.core.memory import RecordMemory
 from worker.core.metrics import OptimiserMetrics
-from worker.core.planstep import PlanStep, RecordMemory
+from worker.core.planstep import PlanStep
 from worker.settings import WorkerSettings
 
 K = ActionKind

@@ -5,7 +5,8 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry
 
 from schemas import ActionKind, EnactmentStatus
-from worker.core.metrics import PARK_REASONS, PLAN_OUTCOMES, OptimiserMetrics, WorkerMetrics
+from worker.amqp.metrics import PARK_REASONS, PLAN_OUTCOMES, WorkerMetrics
+from worker.core.metrics import OptimiserMetrics
 
 
 def _series(registry: CollectorRegistry, name: str) -> dict[tuple[tuple[str, str], ...], float]:

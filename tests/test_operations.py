@@ -29,7 +29,7 @@ from tests.conftest import (
 )
 from tests.test_worker import no_op_plan
 from worker import OptimiserConfig
-from worker.amqp.topology import TopologyMismatch
+from worker.amqp.errors import TopologyMismatch
 from worker.cli import main
 from worker.core.seed import seed_subsystems
 

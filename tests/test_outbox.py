@@ -11,8 +11,9 @@ from collections.abc import Sequence
 
 import aiormq
 
+from worker.amqp.errors import PublishFailed
 from worker.amqp.outbox import Outbox, Sent
-from worker.amqp.publisher import Outgoing, Publisher, PublishFailed
+from worker.amqp.publisher import Outgoing, Publisher
 
 
 class Recording(Publisher):

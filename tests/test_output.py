@@ -12,9 +12,9 @@ from datetime import UTC, datetime, timedelta, timezone
 import msgspec
 
 from schemas import ActionKind, EnactmentRecord, EnactmentStatus, ImprovementAction
-from worker.amqp.review import ReviewItem
 from worker.cli.logs import Quieter
-from worker.ops.tools import _list_review, _review_detail, format_record, plural, record_header
+from worker.ops.format import format_record, plural, record_header
+from worker.ops.review import ReviewItem, _list_review, _review_detail
 
 NOW = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
 

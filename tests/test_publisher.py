@@ -13,7 +13,8 @@ import pytest
 from aio_pika.abc import AbstractChannel, AbstractQueue
 
 from tests.broker import Broker
-from worker.amqp.publisher import Outgoing, Publisher, PublishFailed
+from worker.amqp.errors import PublishFailed
+from worker.amqp.publisher import Outgoing, Publisher
 
 pytestmark = pytest.mark.integration
 

@@ -15,8 +15,9 @@ from tests.broker import Broker
 from worker.amqp import streams
 from worker.core.clock import ManualClock
 from worker.core.errors import OptimiserError
+from worker.core.memory import RecordMemory
 from worker.core.optimiser import AsyncSelfOptimiser
-from worker.core.planstep import PlanStep, RecordMemory
+from worker.core.planstep import PlanStep
 
 
 def record(action_id: str, at: datetime, *, replay: bool = False) -> EnactmentRecord:

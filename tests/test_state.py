@@ -21,26 +21,21 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from schemas import ActionKind, EnactmentRecord, EnactmentStatus, ImprovementAction, encode
+from schemas.logs import FLAGGED_TYPE, RECORDS_TYPE, records_of
 from tests.broker import Broker, rabbitmqctl, read_stream
 from tests.conftest import ServerStarter, WorkerStarter, plan_of, wait_for
 from tests.test_worker import no_op_plan
 from worker import SubsystemResult, Subsystems
 from worker.amqp import streams
+from worker.amqp.errors import TopologyMismatch
 from worker.amqp.publisher import Publisher
-from worker.amqp.review import FLAGGED_TYPE, AmqpReviewSink, FlagMemory
+from worker.amqp.review import AmqpReviewSink
 from worker.amqp.service import Worker
-from worker.amqp.state import (
-    MESSAGE_BYTES,
-    RECORDS_TYPE,
-    StateFollower,
-    records_messages,
-    records_of,
-)
-from worker.amqp.topology import TopologyMismatch
+from worker.amqp.state import MESSAGE_BYTES, StateFollower, records_messages
 from worker.core.clock import SystemClock
 from worker.core.errors import PlanLost
+from worker.core.memory import FlagMemory, RecordMemory
 from worker.core.optimiser import AsyncSelfOptimiser
-from worker.core.planstep import RecordMemory
 from worker.core.ports import LoadShed
 from worker.settings import WorkerSettings
 

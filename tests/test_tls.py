@@ -15,7 +15,8 @@ import pytest
 
 from tests.certs import Authority, require_openssl
 from tests.nodes import RabbitNode, free_port, require_rabbitmq_server
-from worker.amqp.connection import BrokerRefused, connect
+from worker.amqp.connection import connect
+from worker.amqp.errors import BrokerRefused
 from worker.core.errors import ConfigError
 from worker.settings import WorkerSettings
 

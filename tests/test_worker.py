@@ -23,11 +23,12 @@ from schemas import EnactmentStatus, decode_action, routing_key
 from tests.broker import Broker
 from tests.conftest import WorkerStarter, wait_for
 from worker import OptimiserConfig, seed_subsystems
-from worker.amqp.connection import BrokerRefused, BrokerUnavailable
+from worker.amqp.errors import BrokerRefused, BrokerUnavailable
 from worker.amqp.service import Worker
 from worker.cli import main
 from worker.demo.simulated import SimulatedCycle, SimulatedOrchestrator
-from worker.ops.tools import publish_plan, read_plan, tail_records
+from worker.ops.publish import publish_plan, read_plan
+from worker.ops.tail import tail_records
 from worker.settings import WorkerSettings
 
 pytestmark = pytest.mark.integration

@@ -5,8 +5,8 @@ from worker.core.config import OptimiserConfig
 from worker.core.errors import ConfigError, OptimiserError, ParameterError, SubsystemUnavailable
 from worker.core.metrics import OptimiserMetrics
 from worker.core.optimiser import AsyncSelfOptimiser, NullOptimiser, SelfOptimiser
-from worker.core.ports import QueueReviewSink, SubsystemResult, Subsystems
-from worker.core.seed import DetectorConfig, OrchestratorRequest, seed_subsystems
+from worker.core.ports import SubsystemResult, Subsystems
+from worker.core.seed import DetectorConfig, OrchestratorRequest, QueueReviewSink, seed_subsystems
 
 __all__ = [
     "AsyncSelfOptimiser",

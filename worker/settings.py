@@ -18,7 +18,7 @@ from typing import Any, Final
 
 from yarl import URL
 
-from worker.amqp.topology import DELIVERY_LIMIT, RETENTION_S
+from schemas.names import DELIVERY_LIMIT, RETENTION_S
 from worker.core.config import OptimiserConfig, setting
 from worker.core.errors import ConfigError
 from worker.core.guards import state_window_s

@@ -19,7 +19,7 @@ import aio_pika
 from aio_pika.abc import AbstractIncomingMessage
 
 from schemas import EnactmentRecord, EnactmentStatus, decode_plan, encode, routing_key
-from worker.amqp.topology import Names
+from schemas.names import Names
 from worker.cli import loop_factory
 
 

@@ -36,48 +36,13 @@ import msgspec
 from aiormq.abc import DeliveredMessage
 
 from schemas import EnactmentRecord, encode
+from schemas.logs import CHECKPOINT_TYPE, Checkpoint, CheckpointHead, decode_checkpoint_head
 from worker.amqp.streams import StreamFollower
 
 log = logging.getLogger(__name__)
 
-CHECKPOINT_TYPE: Final = "state-checkpoint"
-CONTENT_TYPE: Final = "application/msgpack"
 #: Index entries per message (~55 bytes each): a message of a few megabytes.
 ENTRIES_PER_MESSAGE: Final = 50_000
-
-
-class CheckpointHead(msgspec.Struct, frozen=True, kw_only=True):
-    """What a checkpoint covers; read alone, without decoding its index."""
-
-    stream: str  # the state log it summarises
-    first: int  # its first offset covered
-    last: int  # its last offset covered
-    last_id: str  # the message id at ``last`` ("" in all but a write's final message)
-    start: bool  # its writer had no checkpoint to go on from: it covers all it knew
-    final: bool  # the last message of a write: it carries the guards' records
-
-
-class Checkpoint(CheckpointHead, frozen=True, kw_only=True):
-    """One message of ``N.checkpoints`` (msgpack)."""
-
-    ids: list[str] = []
-    offsets: list[int] = []
-    times_ms: list[int] = []
-    flags: list[tuple[str, datetime]] = []  # (action id, flagged at)
-    guard_records: list[bytes] = []  # each record as published (JSON)
-
-
-_head_decoder = msgspec.msgpack.Decoder(CheckpointHead)
-_decoder = msgspec.msgpack.Decoder(Checkpoint)
-_encoder = msgspec.msgpack.Encoder()
-
-
-def decode(body: bytes) -> Checkpoint:
-    return _decoder.decode(body)
-
-
-def encode_checkpoint(checkpoint: Checkpoint) -> bytes:
-    return _encoder.encode(checkpoint)
 
 
 class Offer(Enum):
@@ -126,7 +91,7 @@ class CheckpointFollower(StreamFollower):
         if message.header.properties.message_type != CHECKPOINT_TYPE:
             return
         try:
-            head = _head_decoder.decode(message.body)
+            head = decode_checkpoint_head(message.body)
         except msgspec.DecodeError as exc:
             log.warning("a message in %s is not a checkpoint (%s); ignored", self.stream, exc)
             return

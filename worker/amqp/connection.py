@@ -33,26 +33,11 @@ from tenacity import (
 from yarl import URL
 
 from worker.amqp import frames
-from worker.core.errors import ConfigError, OptimiserError
+from worker.amqp.errors import BROKER_ERRORS, BrokerLost, BrokerRefused, BrokerUnavailable
+from worker.core.errors import ConfigError
 from worker.settings import WorkerSettings
 
-# Before any frame is read: one byte that is not UTF-8 in a delivery's short strings must not
-# cost the connection (and every plan prefetched on it).
-frames.install()
-
 log = logging.getLogger(__name__)
-
-
-class BrokerUnavailable(OptimiserError):
-    """The broker did not answer within the start-up retry window."""
-
-
-class BrokerRefused(OptimiserError):
-    """The broker refused us (credentials, vhost, permissions): retrying will not help."""
-
-
-class BrokerLost(OptimiserError):
-    """The broker went away while a one-shot command was using it."""
 
 
 #: The step of aio-pika's reconnect loop that opens the transport (a name-mangled method of
@@ -288,6 +273,9 @@ async def connect(
     logging each attempt; raises ``BrokerRefused`` at once for a wrong password or vhost and
     ``BrokerUnavailable`` when the window is over.
     """
+    # Before any frame is read: one byte that is not UTF-8 in a delivery's short strings must
+    # not cost the connection (and every plan prefetched on it).
+    frames.install()
     name = f"self-optimiser {settings.namespace} {role}"
 
     def log_attempt(state: RetryCallState) -> None:
@@ -336,7 +324,7 @@ async def connect(
                         await connection.close()
                     raise connection.closed_by or TimeoutError() from None
                 return connection
-    except (aiormq.exceptions.AMQPError, OSError, TimeoutError) as exc:
+    except BROKER_ERRORS as exc:
         refused = _refusal(exc, settings)
         if refused is not None:
             raise refused from None

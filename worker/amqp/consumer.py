@@ -19,6 +19,7 @@ import aiormq
 from aio_pika.abc import AbstractRobustChannel
 from aiormq.abc import DeliveredMessage
 
+from worker.amqp.errors import BROKER_ERRORS
 from worker.amqp.streams import consume_again
 
 log = logging.getLogger(__name__)
@@ -112,7 +113,7 @@ async def settle(message: Delivery, *, requeue: bool | None) -> bool:
             await message.channel.basic_ack(tag)
         else:
             await message.channel.basic_nack(tag, requeue=requeue)
-    except (aiormq.exceptions.AMQPError, RuntimeError) as exc:
+    except BROKER_ERRORS as exc:
         log.warning("could not settle delivery %s: %s", tag, exc)
         return False
     return True

@@ -24,7 +24,8 @@ import contextlib
 from collections.abc import Callable, Iterator, Sequence
 from typing import NamedTuple
 
-from worker.amqp.publisher import Outgoing, Publisher, PublishFailed
+from worker.amqp.errors import PublishFailed
+from worker.amqp.publisher import Outgoing, Publisher
 
 Outcome = bool | PublishFailed
 

@@ -31,6 +31,7 @@ from tenacity import (
     wait_exponential,
 )
 
+from worker.amqp.errors import BROKER_ERRORS, PublishFailed
 from worker.core.errors import OptimiserError, cancelled_here
 
 log = logging.getLogger(__name__)
@@ -54,10 +55,6 @@ class Outgoing(NamedTuple):
 
 #: Attempts of ``publish_idempotent`` before its ``PublishFailed`` reaches the caller.
 IDEMPOTENT_ATTEMPTS: Final = 3
-
-
-class PublishFailed(OptimiserError):
-    """The broker did not confirm a message: nacked, timed out, or the channel went away."""
 
 
 class Publisher:
@@ -146,7 +143,7 @@ class Publisher:
             # aiormq's, from a channel or connection closing under the publish: a failed
             # publish (the caller publishes again), never a cancellation of the caller's.
             failure = "publish failed: the channel closed under it"
-        except (aiormq.exceptions.AMQPError, ConnectionError, RuntimeError) as exc:
+        except BROKER_ERRORS as exc:
             failure = f"publish failed: {type(exc).__name__}: {exc}"
         finally:
             if registered:

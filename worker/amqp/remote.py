@@ -34,10 +34,11 @@ from schemas.commands import (
     TuneThreshold,
     command_routing_key,
 )
+from schemas.names import Names
+from worker.amqp.errors import BrokenReply
 from worker.amqp.publisher import Publisher
-from worker.amqp.topology import Names
 from worker.core.clock import Clock
-from worker.core.errors import OptimiserError, SubsystemUnavailable
+from worker.core.errors import SubsystemUnavailable
 from worker.core.ports import (
     BudgetIncrease,
     LoadShed,
@@ -51,10 +52,6 @@ log = logging.getLogger(__name__)
 
 DIRECT_REPLY_TO: Final = "amq.rabbitmq.reply-to"
 _reply_decoder: Final = msgspec.json.Decoder(SubsystemReply)
-
-
-class BrokenReply(OptimiserError):
-    """A subsystem answered with something that is not a valid reply to the command."""
 
 
 class RemoteSubsystems:

@@ -48,30 +48,35 @@ from schemas import (
 )
 from schemas.codec import JSON, PLAN_CONTENT_TYPES
 from schemas.control import ControlMessage
+from schemas.logs import (
+    CHECKPOINT_CONTENT_TYPE,
+    CHECKPOINT_TYPE,
+    RECORD_TYPE,
+    decode_checkpoint,
+    encode_checkpoint,
+)
+from schemas.names import Names
 from worker.amqp import checkpoints, frames
 from worker.amqp.checkpoints import Chain, CheckpointFollower
 from worker.amqp.connection import connect
 from worker.amqp.consumer import Delivery, PlanConsumer, owned, settle
 from worker.amqp.control import ControlFollower, describe
+from worker.amqp.errors import BROKER_ERRORS, PublishFailed, StreamUnavailable
 from worker.amqp.http import HealthServer
+from worker.amqp.metrics import WorkerMetrics
 from worker.amqp.outbox import Outbox
-from worker.amqp.publisher import PERSISTENT, Outgoing, Publisher, PublishFailed
+from worker.amqp.publisher import PERSISTENT, Outgoing, Publisher
 from worker.amqp.remote import RemoteSubsystems
-from worker.amqp.review import AmqpReviewSink, FlagMemory
-from worker.amqp.state import RECORD_TYPE, StateFollower, records_in, records_messages
-from worker.amqp.streams import (
-    StreamFollower,
-    StreamUnavailable,
-    caught_up,
-    offset_at,
-    read_offsets,
-)
-from worker.amqp.topology import Names, declare, queue_states
+from worker.amqp.review import AmqpReviewSink
+from worker.amqp.state import StateFollower, records_in, records_messages
+from worker.amqp.streams import StreamFollower, caught_up, offset_at, read_offsets
+from worker.amqp.topology import declare, queue_states
 from worker.core.clock import Clock, SystemClock
 from worker.core.errors import ConfigError, cancelled_here
-from worker.core.metrics import OptimiserMetrics, WorkerMetrics
+from worker.core.memory import FlagMemory, RecordMemory
+from worker.core.metrics import OptimiserMetrics
 from worker.core.optimiser import AsyncSelfOptimiser
-from worker.core.planstep import PlanStep, RecordMemory
+from worker.core.planstep import PlanStep
 from worker.core.ports import Subsystems
 from worker.settings import WorkerSettings
 
@@ -398,7 +403,7 @@ class Worker:
                 )  # fmt: skip
                 self._checkpoints = reader
                 return True
-            except (StreamUnavailable, aio_pika.exceptions.AMQPError, RuntimeError) as exc:
+            except (StreamUnavailable, *BROKER_ERRORS) as exc:
                 for follower in followers:
                     await follower.close()
                 why = str(exc)
@@ -469,9 +474,9 @@ class Worker:
         try:
             # Each one decoded (and let go) before any is loaded: a load cut short would leave
             # ids remembered whose records the guards then never learn from the state log.
-            guard_records = [decode_record(r) for r in checkpoints.decode(bodies[-1]).guard_records]
+            guard_records = [decode_record(r) for r in decode_checkpoint(bodies[-1]).guard_records]
             for body in bodies:
-                checkpoints.decode(body)
+                decode_checkpoint(body)
         except (msgspec.DecodeError, UnicodeDecodeError) as exc:
             reader.chain = Chain(names.results_log)
             log.warning("a checkpoint in %s cannot be read (%s): reading the state window of "
@@ -481,7 +486,7 @@ class Worker:
         messages = len(bodies)
         bodies.reverse()
         while bodies:  # each body let go once loaded: a million ids are ~50 MB of them
-            checkpoint = checkpoints.decode(bodies.pop())
+            checkpoint = decode_checkpoint(bodies.pop())
             state.memory.load(checkpoint.ids, checkpoint.offsets, checkpoint.times_ms)
             ids += len(checkpoint.ids)
             if state.flags is not None:
@@ -557,12 +562,12 @@ class Worker:
                         routed = await publisher.publish_body(
                             exchange.name,
                             "",
-                            checkpoints.encode_checkpoint(message),
+                            encode_checkpoint(message),
                             _CHECKPOINT_PROPERTIES,
                         )
                         if not routed:
                             raise PublishFailed(f"nothing is bound to exchange {exchange.name}")
-            except (PublishFailed, aio_pika.exceptions.AMQPError, RuntimeError) as exc:
+            except (PublishFailed, *BROKER_ERRORS) as exc:
                 log.warning("a checkpoint of %s was not confirmed (%s); trying again later",
                             names.results_log, exc or type(exc).__name__)  # fmt: skip
                 continue
@@ -596,7 +601,7 @@ class Worker:
                 if cancelled_here():
                     raise
                 log.debug("queue poll failed: the connection was closing (%r)", exc)
-            except (aio_pika.exceptions.AMQPError, RuntimeError, OSError, TimeoutError) as exc:
+            except BROKER_ERRORS as exc:
                 log.debug("queue poll failed: %s", exc)
             if states is None:
                 self.metrics.queue_messages.clear()
@@ -771,7 +776,7 @@ class _PlanHandler:
             started = time.monotonic()
             try:
                 await self._catch_up()
-            except (StreamUnavailable, aio_pika.exceptions.AMQPError, RuntimeError) as exc:
+            except (StreamUnavailable, *BROKER_ERRORS) as exc:
                 if not owned(message):
                     log.warning("plan %s: delivery lost while reading the state; not enacted",
                                 plan_id)  # fmt: skip
@@ -816,7 +821,7 @@ class _PlanHandler:
                 started = time.monotonic()
                 try:
                     await self._catch_up()
-                except (StreamUnavailable, aio_pika.exceptions.AMQPError, RuntimeError):
+                except (StreamUnavailable, *BROKER_ERRORS):
                     failed = True
                     self._fenced_on = None  # the next plan fences: it says why, and recovers
                 else:
@@ -837,7 +842,7 @@ class _PlanHandler:
         for follower in self._followers:
             try:
                 await follower.reconsume()
-            except (aio_pika.exceptions.AMQPError, RuntimeError, ConnectionError) as exc:
+            except BROKER_ERRORS as exc:
                 log.warning("could not consume %s again: %s", follower.stream, exc)
 
     def _read(self, message: Delivery) -> Plan:
@@ -1037,9 +1042,9 @@ def _record_properties(record: EnactmentRecord) -> aiormq.spec.Basic.Properties:
 
 
 _CHECKPOINT_PROPERTIES: Final = aiormq.spec.Basic.Properties(
-    content_type=checkpoints.CONTENT_TYPE,
+    content_type=CHECKPOINT_CONTENT_TYPE,
     delivery_mode=PERSISTENT,
-    message_type=checkpoints.CHECKPOINT_TYPE,
+    message_type=CHECKPOINT_TYPE,
 )
 
 
@@ -1079,7 +1084,7 @@ async def _attempt(step: Awaitable[object], timeout_s: float) -> str | None:
         if cancelled_here():
             raise
         return "the connection closed under it"
-    except (aio_pika.exceptions.AMQPError, RuntimeError, OSError, TimeoutError) as exc:
+    except BROKER_ERRORS as exc:
         return str(exc) or type(exc).__name__
     return None
 

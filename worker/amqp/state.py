@@ -34,29 +34,23 @@ import aiormq
 import msgspec
 from aiormq.abc import DeliveredMessage
 
-from schemas import EnactmentRecord, decode_record
+from schemas import EnactmentRecord
 from schemas.codec import JSON
+from schemas.logs import FLAGGED_TYPE, RECORD_TYPE, RECORDS_TYPE, records_of
+from schemas.names import Names
 from worker.amqp.checkpoints import FreshIndex
 from worker.amqp.publisher import PERSISTENT, Outgoing
-from worker.amqp.review import FLAGGED_TYPE, FlagMemory
 from worker.amqp.streams import StreamFollower
-from worker.amqp.topology import Names
 from worker.core.clock import Clock
 from worker.core.guards import LEARNED_FROM, state_window_s
+from worker.core.memory import FlagMemory, RecordMemory
 from worker.core.optimiser import AsyncSelfOptimiser
-from worker.core.planstep import RecordMemory
 
 log = logging.getLogger(__name__)
 
-#: A message of the state log that holds the records of a group of plans: a JSON array of
-#: them, each as published to ``N.results``.
-RECORDS_TYPE: Final = "enactment_records"
 #: The most a message of the state log holds (records beyond go in the next): far below the
 #: broker's limit, and a replay reads a whole message back for one record.
 MESSAGE_BYTES: Final = 256 * 1024
-#: The type of a record published to ``N.results``.
-RECORD_TYPE: Final = "enactment_record"
-_records_json: Final = msgspec.json.Decoder(list[EnactmentRecord])
 
 
 def records_messages(exchange: str, bodies: Sequence[bytes]) -> list[Outgoing]:
@@ -88,15 +82,6 @@ def records_in(message: DeliveredMessage) -> list[EnactmentRecord]:
     """The records in a message of the state log: a group's, or the one record a message of
     version 0.1 holds; none in a review note. Raises ``msgspec.DecodeError``."""
     return records_of(message.header.properties.message_type, message.body)
-
-
-def records_of(message_type: str | None, body: bytes) -> list[EnactmentRecord]:
-    """``records_in`` for a message's AMQP type and body."""
-    if message_type == RECORDS_TYPE:
-        return _records_json.decode(body)
-    if message_type in (RECORD_TYPE, None):
-        return [decode_record(body)]
-    return []  # a marker, a review note
 
 
 class StateFollower(StreamFollower):
@@ -172,7 +157,7 @@ class StateFollower(StreamFollower):
         offset = offset if isinstance(offset, int) else None
         if properties.message_type == FLAGGED_TYPE:
             if self.flags is not None:
-                noted = self.flags.learn(properties)
+                noted = _flagged(properties, self.flags)
                 if noted is not None and offset is not None:
                     self.fresh_flags.append((offset, *noted))
             return
@@ -283,3 +268,22 @@ class StateFollower(StreamFollower):
 
 def _completed(record: EnactmentRecord) -> datetime:
     return record.attempted_at + timedelta(seconds=record.duration_s)
+
+
+def _flagged(
+    properties: aiormq.spec.Basic.Properties, flags: FlagMemory
+) -> tuple[str, datetime] | None:
+    """Take in a ``FLAGGED_TYPE`` note read from the state log: (action id, when), or None
+    for a note that is not one."""
+    headers = properties.headers or {}
+    action_id, flagged_at = headers.get("action_id"), headers.get("flagged_at")
+    if not isinstance(action_id, str) or not isinstance(flagged_at, str):
+        log.warning("a review note without an action id or a time; ignored")
+        return None
+    try:
+        when = datetime.fromisoformat(flagged_at)
+    except ValueError:
+        log.warning("a review note with a time that is not one (%r); ignored", flagged_at)
+        return None
+    flags.remember(action_id, when)
+    return action_id, when

@@ -23,7 +23,8 @@ from aio_pika.abc import AbstractRobustConnection as Connection
 from aiormq.abc import DeliveredMessage
 
 from worker.amqp import frames
-from worker.core.errors import OptimiserError, cancelled_here
+from worker.amqp.errors import BROKER_ERRORS, StreamUnavailable
+from worker.core.errors import cancelled_here
 
 log = logging.getLogger(__name__)
 
@@ -34,10 +35,6 @@ STREAM_PREFETCH: Final = 1000
 ACK_EVERY: Final = 200
 #: How often a long catch-up (a restore) reports its progress.
 PROGRESS_EVERY_S: Final = 5.0
-
-
-class StreamUnavailable(OptimiserError):
-    """A stream could not be read to its end; what it holds is not known."""
 
 
 class StreamFollower:
@@ -252,7 +249,7 @@ async def consume_again(
             await consume()
             log.info("consuming %s again", queue)
             return
-        except (aiormq.exceptions.AMQPError, RuntimeError, ConnectionError) as exc:
+        except BROKER_ERRORS as exc:
             log.warning(
                 "cannot consume %s yet (%s); retrying in %.1fs",
                 queue, exc or type(exc).__name__, delay,

@@ -25,25 +25,22 @@ from prometheus_client import CollectorRegistry
 from schemas import ActionKind, EnactmentStatus, asyncapi
 from schemas.control import ControlCommand
 from schemas.jsonschema import MESSAGES, render
-from worker.amqp.connection import BrokerUnavailable
-from worker.amqp.control import describe, operator_name, read_control, send_control
+from schemas.names import Names
+from worker.amqp.control import describe
+from worker.amqp.errors import BROKER_ERRORS, BrokerUnavailable
 from worker.amqp.service import Worker
-from worker.amqp.topology import Names
 from worker.cli.logs import LIBRARIES, Quieter
 from worker.core.errors import ConfigError, OptimiserError
 from worker.core.text import printable
 from worker.demo.live import run_live_demo
 from worker.demo.simulated import run_demo
 from worker.ops.breakers import format_breakers, read_breakers, reset_breaker
+from worker.ops.control import operator_name, read_control, send_control
 from worker.ops.definitions import ROLES, definitions, passwords_from_env
-from worker.ops.tools import (
-    PlanRejected,
-    publish_plan,
-    read_plan,
-    show_status,
-    tail_records,
-    work_review,
-)
+from worker.ops.publish import PlanRejected, publish_plan, read_plan
+from worker.ops.review import work_review
+from worker.ops.status import show_status
+from worker.ops.tail import tail_records
 from worker.settings import WorkerSettings, load_settings, settings_help
 
 log = logging.getLogger(__name__)
@@ -461,7 +458,7 @@ def _demo(args: argparse.Namespace) -> int:
                 )
             )
             return 0
-        except (OSError, aiormq.exceptions.AMQPError, BrokerUnavailable) as exc:
+        except (*BROKER_ERRORS, BrokerUnavailable) as exc:
             print(
                 f"no RabbitMQ at {settings.safe_url} ({exc}); running the loop in one process "
                 f"instead (start RabbitMQ, or set OPTIMISER_AMQP_URL, for the whole loop)"

@@ -55,13 +55,12 @@ from worker.core.ports import (
     BudgetIncrease,
     LoadShed,
     ModuleSwap,
-    QueueReviewSink,
     ReviewSink,
     SubsystemResult,
     Subsystems,
     ThresholdTuning,
 )
-from worker.core.seed import seed_subsystems
+from worker.core.seed import QueueReviewSink, seed_subsystems
 
 __all__ = ["AsyncSelfOptimiser", "NullOptimiser", "OptimiserConfig", "SelfOptimiser"]
 

@@ -10,7 +10,6 @@ In-process adapters for the seed's duck-typed objects live in ``worker.core.seed
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
@@ -122,30 +121,3 @@ class Subsystems:
     budget: BudgetPort | None = None
     load: LoadPort | None = None
     swap: SwapPort | None = None
-
-
-class QueueReviewSink:
-    """Puts review items on an ``asyncio.Queue``, as the seed's alert queue.
-
-    A bounded queue that is full refuses the item (the action FAILS) rather than
-    blocking the optimiser's lock until an operator drains it.
-    """
-
-    def __init__(self, queue: asyncio.Queue[ImprovementAction] | None = None) -> None:
-        self.queue: asyncio.Queue[ImprovementAction] = (
-            queue if queue is not None else asyncio.Queue()
-        )
-
-    async def submit(
-        self,
-        action: ImprovementAction,
-        *,
-        plan_id: str,
-        proceed: Callable[[], bool] | None = None,
-    ) -> None:
-        try:
-            self.queue.put_nowait(action)
-        except asyncio.QueueFull:
-            raise RuntimeError(
-                f"review queue is full ({self.queue.maxsize} items waiting)"
-            ) from None

@@ -9,6 +9,7 @@ A missing attribute makes the action SKIPPED, as in the seed.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import inspect
 from collections.abc import Awaitable, Callable
@@ -16,6 +17,7 @@ from typing import Any
 
 import msgspec
 
+from schemas import ImprovementAction
 from schemas.commands import BudgetChange, LoadChange, SwapChange, ThresholdChange
 from worker.core.errors import SubsystemUnavailable
 from worker.core.parameters import bounded, clamp_note
@@ -180,3 +182,30 @@ def _replace_p95(config: Any, p95_ms: float) -> Any:
         latency_p99_threshold_ms=config.latency_p99_threshold_ms,
         error_rate_threshold=config.error_rate_threshold,
     )
+
+
+class QueueReviewSink:
+    """Puts review items on an ``asyncio.Queue``, as the seed's alert queue.
+
+    A bounded queue that is full refuses the item (the action FAILS) rather than
+    blocking the optimiser's lock until an operator drains it.
+    """
+
+    def __init__(self, queue: asyncio.Queue[ImprovementAction] | None = None) -> None:
+        self.queue: asyncio.Queue[ImprovementAction] = (
+            queue if queue is not None else asyncio.Queue()
+        )
+
+    async def submit(
+        self,
+        action: ImprovementAction,
+        *,
+        plan_id: str,
+        proceed: Callable[[], bool] | None = None,
+    ) -> None:
+        try:
+            self.queue.put_nowait(action)
+        except asyncio.QueueFull:
+            raise RuntimeError(
+                f"review queue is full ({self.queue.maxsize} items waiting)"
+            ) from None

@@ -21,8 +21,9 @@ from aio_pika.abc import AbstractIncomingMessage
 from prometheus_client import CollectorRegistry
 
 from schemas import decode_record, encode
+from schemas.names import Names
 from worker.amqp.service import Worker
-from worker.amqp.topology import Names, QueueState, declare, queue_states
+from worker.amqp.topology import QueueState, declare, queue_states
 from worker.core.config import OptimiserConfig
 from worker.core.seed import seed_subsystems
 from worker.demo.simulated import (
@@ -31,7 +32,7 @@ from worker.demo.simulated import (
     SimulatedOrchestrator,
     SimulatedPlanner,
 )
-from worker.ops.tools import format_record
+from worker.ops.format import format_record
 from worker.settings import WorkerSettings
 from worker.subsystems.server import SubsystemServer
 

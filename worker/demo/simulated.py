@@ -20,7 +20,7 @@ from worker.core.clock import SystemClock
 from worker.core.config import OptimiserConfig
 from worker.core.optimiser import AsyncSelfOptimiser
 from worker.core.seed import DetectorConfig, OrchestratorRequest
-from worker.ops.tools import format_record
+from worker.ops.format import format_record
 
 MODULES: Final = ("cognition.detector", "planning.search", "perception.ingest", "memory.index")
 #: How the demo's actions are drawn: kinds that change something come up most.

@@ -15,16 +15,17 @@ import aiormq
 
 from schemas import ActionKind
 from schemas.control import ControlCommand, ControlMessage
+from schemas.names import Names
 from worker.amqp.connection import one_shot
-from worker.amqp.control import ControlFollower, follow_control, send_control
+from worker.amqp.control import ControlFollower
 from worker.amqp.state import StateFollower
 from worker.amqp.streams import last_offset
-from worker.amqp.topology import Names
 from worker.core.clock import SystemClock
 from worker.core.errors import OptimiserError
 from worker.core.guards import BreakerView
+from worker.core.memory import RecordMemory
 from worker.core.optimiser import AsyncSelfOptimiser
-from worker.core.planstep import RecordMemory
+from worker.ops.control import follow_control, send_control
 from worker.settings import WorkerSettings
 
 

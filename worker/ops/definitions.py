@@ -32,7 +32,8 @@ import re
 from collections.abc import Mapping
 from typing import Any, Final
 
-from worker.amqp.topology import DELIVERY_LIMIT, RETENTION_S, Names, layout
+from schemas.names import DELIVERY_LIMIT, RETENTION_S, Names
+from worker.amqp.topology import layout
 
 ROLES: Final = ("planner", "worker", "reflection", "operator", "subsystem", "admin")
 #: Environment variable holding a role's password for ``--password-env``.

@@ -36,8 +36,8 @@ from schemas.commands import (
     SwapModule,
     TuneThreshold,
 )
+from schemas.names import Names
 from worker.amqp import frames
-from worker.amqp.topology import Names
 from worker.core.clock import Clock, SystemClock
 from worker.core.errors import SubsystemUnavailable
 from worker.core.ports import (
@@ -50,9 +50,6 @@ from worker.core.ports import (
 )
 
 log = logging.getLogger(__name__)
-
-# It connects without worker.amqp.connection: a command it cannot read must not cost the connection.
-frames.install()
 
 _command_decoder: Final = msgspec.json.Decoder(SubsystemCommand)
 
@@ -87,6 +84,9 @@ class SubsystemServer:
         ready: asyncio.Event | None = None,
     ) -> None:
         """Serve until ``stop`` is set (forever without one)."""
+        # It connects without worker.amqp.connection: a command it cannot read must not cost
+        # the connection.
+        frames.install()
         handlers = self._handlers(subsystems)
         if not handlers:
             raise ValueError("serve() needs at least one subsystem")
