@@ -34,11 +34,12 @@ js: $(JS_STAMP)  ## the Node.js contract checkers (AsyncAPI parser, ajv) into te
 demo: $(STAMP)  ## the whole loop, in one process
 	$(BIN)/self-optimiser demo
 
-check: lint types test  ## every gate: ruff, mypy --strict, pytest
+check: lint types test  ## every gate: ruff, the rooms' import contracts, mypy --strict, pytest
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
 
 types: $(STAMP)
 	$(BIN)/mypy --strict worker schemas
