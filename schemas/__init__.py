@@ -9,6 +9,7 @@ from schemas.messages import (
     EnactmentStatus,
     ImprovementAction,
     Message,
+    ParkReason,
     Plan,
     routing_key,
 )
@@ -21,6 +22,7 @@ __all__ = [
     "EnactmentStatus",
     "ImprovementAction",
     "Message",
+    "ParkReason",
     "Plan",
     "decode_action",
     "decode_plan",

@@ -21,7 +21,7 @@ from schemas import ActionKind, ImprovementAction
 from tests.broker import Broker, discover_broker
 from tests.processes import WorkerProcess
 from worker import DetectorConfig, ManualClock, OptimiserConfig, Subsystems
-from worker.amqp.service import Worker
+from worker.amqp.worker import Worker
 from worker.settings import WorkerSettings
 from worker.subsystems.server import SubsystemServer
 

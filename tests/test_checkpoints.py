@@ -25,8 +25,9 @@ from tests.broker import Broker, read_stream
 from tests.conftest import ServerStarter, WorkerStarter, plan_of, wait_for
 from tests.test_state import CountingLoad
 from worker import Subsystems
-from worker.amqp import service, streams
-from worker.amqp.checkpoints import Chain, CheckpointFollower, FreshIndex, Offer, write
+from worker.amqp import checkpointing, streams
+from worker.amqp.checkpoints import Chain, CheckpointFollower, Offer, write
+from worker.amqp.state import FreshIndex
 from worker.amqp.streams import MARKER_TYPE
 
 LOG = "N.results.log"
@@ -300,7 +301,7 @@ async def test_a_checkpoint_the_stream_lost_is_written_again(
 ) -> None:
     """Confirmed, yet never in ``N.checkpoints`` (made here by binding its exchange to another
     queue while it is written): not read back, so the same range is written again."""
-    monkeypatch.setattr(service, "CHECKPOINT_READ_BACK_S", 1.0)
+    monkeypatch.setattr(checkpointing, "CHECKPOINT_READ_BACK_S", 1.0)
     caplog.set_level(logging.INFO)
     results = await broker.results_queue()
     elsewhere = await broker.channel.declare_queue(exclusive=True)

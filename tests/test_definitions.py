@@ -170,7 +170,7 @@ async def test_each_user_may_do_its_job(vhost: Vhost, tmp_path: Path) -> None:
 
     from prometheus_client import CollectorRegistry  # noqa: PLC0415
 
-    from worker.amqp.service import Worker  # noqa: PLC0415
+    from worker.amqp.worker import Worker  # noqa: PLC0415
     from worker.subsystems.server import SubsystemServer  # noqa: PLC0415
 
     n = vhost.names

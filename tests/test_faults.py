@@ -137,7 +137,7 @@ async def test_the_worker_reconnects_after_the_broker_closes_its_connections(
     await wait_for(lambda: running.worker.readiness()[0], timeout=30, what="readiness")
     await publishing
     # People read one line of the worker's own each way, not only the libraries' chatter.
-    ours = [r for r in caplog.records if r.name == "worker.amqp.service"]
+    ours = [r for r in caplog.records if r.name == "worker.amqp.worker"]
     lost = [r for r in ours if r.getMessage().startswith("lost the broker at")]
     back = [r for r in ours if "is back: consuming plans again" in r.getMessage()]
     assert [r.levelname for r in lost] == ["WARNING"]
@@ -422,8 +422,8 @@ async def test_a_worker_that_loses_the_broker_says_so_once_and_once_when_it_is_b
     assert await worker.stop() == 0
 
     said = worker.lines[before:]
-    lost = [line for line in said if "WARNING worker.amqp.service: lost the broker at" in line]
-    back = [line for line in said if "INFO    worker.amqp.service: the broker at" in line]
+    lost = [line for line in said if "WARNING worker.amqp.worker: lost the broker at" in line]
+    back = [line for line in said if "INFO    worker.amqp.worker: the broker at" in line]
     library = [line for line in said if " aio_pika." in line or " aiormq." in line]
     assert len(lost) == 1, said
     assert len(back) == 1, said

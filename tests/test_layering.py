@@ -56,4 +56,4 @@ def test_a_module_that_decides_imports_no_amqp_library(module: str) -> None:
 
 def test_the_probe_sees_an_amqp_import() -> None:
     # The check above must be able to fail: the worker process does load them.
-    assert "aiormq" in _loaded("worker.amqp.service").split(",")
+    assert "aiormq" in _loaded("worker.amqp.worker").split(",")

@@ -122,8 +122,8 @@ def test_library_chatter_is_thinned_to_one_line_a_minute_without_traceback() -> 
     kept = [quieter.filter(record("aio_pika.robust_connection", reconnect)) for _ in range(6)]
     assert kept == [True, False, False, False, False, False]
     assert quieter.filter(record("aiormq.connection", "error when creating transport: %r"))
-    assert quieter.filter(record("worker.amqp.service", "lost the broker at %s"))  # ours: always
-    assert quieter.filter(record("worker.amqp.service", "lost the broker at %s"))
+    assert quieter.filter(record("worker.amqp.worker", "lost the broker at %s"))  # ours: always
+    assert quieter.filter(record("worker.amqp.worker", "lost the broker at %s"))
     now[0] = 61.0
     again = record("aio_pika.robust_connection", reconnect)
     assert quieter.filter(again)

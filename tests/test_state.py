@@ -30,8 +30,8 @@ from worker.amqp import streams
 from worker.amqp.errors import TopologyMismatch
 from worker.amqp.publisher import Publisher
 from worker.amqp.review import AmqpReviewSink
-from worker.amqp.service import Worker
 from worker.amqp.state import MESSAGE_BYTES, StateFollower, records_messages
+from worker.amqp.worker import Worker
 from worker.core.clock import SystemClock
 from worker.core.errors import PlanLost
 from worker.core.memory import FlagMemory, RecordMemory
@@ -264,6 +264,7 @@ async def test_a_review_item_is_held_back_once_the_plan_is_lost_and_its_note_sta
         await channel.get_exchange(broker.names.review_exchange),
         notes=await channel.get_exchange(broker.names.notes),
         flags=flags,
+        clock=SystemClock(),
     )
     action = ImprovementAction(
         action_id="lost-1", module_name="m", action_kind=ActionKind.FLAG_FOR_REVIEW
@@ -325,10 +326,10 @@ async def test_a_restore_longer_than_the_state_timeout_goes_on_while_it_makes_pr
                 message_id=f"busy-{n}", message_type="enactment_record"
             ),
         )
-    caplog.set_level(logging.INFO, logger="worker.amqp.service")
+    caplog.set_level(logging.INFO, logger="worker.amqp.restore")
 
     running = await start_worker(state_timeout_s=0.5)  # ready: the restore went on
-    follower = running.worker._followers[0]
+    follower = running.worker.followers[0]
     assert isinstance(follower, StateFollower)
     assert follower.records_read >= count
     progress = [m for m in caplog.messages if m.startswith("restoring guardrail state: ")]

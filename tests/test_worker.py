@@ -24,7 +24,7 @@ from tests.broker import Broker
 from tests.conftest import WorkerStarter, wait_for
 from worker import OptimiserConfig, seed_subsystems
 from worker.amqp.errors import BrokerRefused, BrokerUnavailable
-from worker.amqp.service import Worker
+from worker.amqp.worker import Worker
 from worker.cli import main
 from worker.demo.simulated import SimulatedCycle, SimulatedOrchestrator
 from worker.ops.publish import publish_plan, read_plan

@@ -23,10 +23,8 @@ window whole: slower, never wrong.
 
 from __future__ import annotations
 
-import bisect
 import itertools
 import logging
-from array import array
 from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime
 from enum import Enum
@@ -35,8 +33,15 @@ from typing import Final
 import msgspec
 from aiormq.abc import DeliveredMessage
 
-from schemas import EnactmentRecord, encode
-from schemas.logs import CHECKPOINT_TYPE, Checkpoint, CheckpointHead, decode_checkpoint_head
+from schemas import EnactmentRecord, decode_record, encode
+from schemas.logs import (
+    CHECKPOINT_TYPE,
+    Checkpoint,
+    CheckpointHead,
+    decode_checkpoint,
+    decode_checkpoint_head,
+)
+from worker.amqp.state import FreshIndex, StateFollower
 from worker.amqp.streams import StreamFollower
 
 log = logging.getLogger(__name__)
@@ -129,34 +134,6 @@ class CheckpointFollower(StreamFollower):
         return [body for _, body in chosen], final
 
 
-class FreshIndex:
-    """The records read since the last checkpoint, in offset order: offset, action id and time
-    (milliseconds) of each. In arrays, 24 bytes an entry: a worker that read a busy window
-    whole holds a million of them until its first write."""
-
-    def __init__(self) -> None:
-        self.offsets = array("q")
-        self.ids: list[str] = []
-        self.times_ms = array("q")
-
-    def __len__(self) -> int:
-        return len(self.ids)
-
-    def append(self, offset: int, action_id: str, ms: int) -> None:
-        self.offsets.append(offset)
-        self.ids.append(action_id)
-        self.times_ms.append(ms)
-
-    def position(self, offset: int) -> int:
-        """The index of the first entry at ``offset`` or after it."""
-        return bisect.bisect_left(self.offsets, offset)
-
-    def forget_through(self, offset: int) -> None:
-        """Drop every entry up to ``offset``."""
-        end = bisect.bisect_right(self.offsets, offset)
-        del self.offsets[:end], self.ids[:end], self.times_ms[:end]
-
-
 def write(
     stream: str,
     covered: int | None,
@@ -199,3 +176,22 @@ def write(
             guard_records=[encode(record) for record in guard_records] if final else [],
         )
         begin = end + 1
+
+
+def load(state: StateFollower, bodies: list[bytes]) -> tuple[int, int]:
+    """Load the chain's messages (``CheckpointFollower.restored``) into ``state``: (action ids,
+    records for the guards). Raises ``msgspec.DecodeError`` (or ``UnicodeDecodeError``) before
+    anything is loaded if one of them cannot be read: a load cut short would leave ids
+    remembered whose records the guards then never learn from the state log.
+
+    ``bodies`` is emptied: each is let go once loaded (a million ids are ~50 MB of them).
+    """
+    guard_records = [decode_record(r) for r in decode_checkpoint(bodies[-1]).guard_records]
+    for body in bodies:
+        decode_checkpoint(body)
+    ids = 0
+    bodies.reverse()
+    while bodies:
+        ids += state.load(decode_checkpoint(bodies.pop()))
+    state.seed(guard_records)
+    return ids, len(guard_records)

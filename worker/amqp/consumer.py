@@ -6,7 +6,7 @@ more than anything of ours. ``PlanConsumer`` hands aiormq's ``DeliveredMessage``
 callback instead (the worker starts its own task there, which a closed channel does not
 cancel), consumes again after each reconnect, and after the broker cancelled the consumer (the
 queue deleted and declared again: aio-pika's robust queue stays silent then), and cancels it at
-shutdown. ``settle`` acks or returns a delivery; ``owned`` says whether it still can.
+shutdown. What becomes of each delivery is the plan handler's (``worker.amqp.plans``).
 """
 
 from __future__ import annotations
@@ -19,12 +19,9 @@ import aiormq
 from aio_pika.abc import AbstractRobustChannel
 from aiormq.abc import DeliveredMessage
 
-from worker.amqp.errors import BROKER_ERRORS
 from worker.amqp.streams import consume_again
 
 log = logging.getLogger(__name__)
-
-Delivery = DeliveredMessage
 
 
 class PlanConsumer:
@@ -32,7 +29,7 @@ class PlanConsumer:
         self,
         channel: AbstractRobustChannel,
         queue: str,
-        on_delivery: Callable[[Delivery], None],
+        on_delivery: Callable[[DeliveredMessage], None],
     ) -> None:
         self._channel = channel
         self._queue = queue
@@ -92,28 +89,3 @@ class PlanConsumer:
 
     async def _consume_again(self) -> None:
         await consume_again(self._queue, self._consume, lambda: not self._stopped)
-
-
-def owned(message: Delivery) -> bool:
-    """Whether a delivery is still this worker's: its channel is open, so it can be acked.
-
-    Once the channel is gone the broker gives the plan to another consumer (the standby, or
-    this worker after it reconnects), which will enact whatever this one has not.
-    """
-    return not message.channel.is_closed
-
-
-async def settle(message: Delivery, *, requeue: bool | None) -> bool:
-    """Ack (``requeue=None``) or nack; False if the channel is gone (the broker redelivers)."""
-    tag = message.delivery_tag
-    if tag is None:
-        return False
-    try:
-        if requeue is None:
-            await message.channel.basic_ack(tag)
-        else:
-            await message.channel.basic_nack(tag, requeue=requeue)
-    except BROKER_ERRORS as exc:
-        log.warning("could not settle delivery %s: %s", tag, exc)
-        return False
-    return True

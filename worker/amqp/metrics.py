@@ -7,11 +7,12 @@ from typing import Final
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from schemas.messages import ParkReason
+from worker.amqp.outcome import Fate
 from worker.core.metrics import DURATION_BUCKETS
 
 #: Label values the worker's own counters know at start-up: each series exists at 0, so
 #: `increase()` sees the first event (a series born at 1 hides it).
-PLAN_OUTCOMES: Final = ("acked", "parked", "requeued")
+PLAN_OUTCOMES: Final = tuple(Fate)
 PARK_REASONS: Final = tuple(ParkReason)
 PUBLISH_TARGETS: Final = ("results", "invalid", "review")
 
@@ -22,7 +23,8 @@ class WorkerMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
         self.plans_consumed = Counter(
             "asi_optimiser_plans_consumed",
-            "Plans taken off the queue, by outcome: acked, parked or requeued.",
+            "Plans taken off the queue, by outcome: acked, parked, requeued, or lost (its channel "
+            "went before it was enacted).",
             ["outcome"],
             registry=registry,
         )

@@ -166,8 +166,10 @@ class Publisher:
         message: aio_pika.Message,
         *,
         patience_s: float | None = None,
+        failed: Callable[[], None] | None = None,
     ) -> bool:
-        """``publish``, retried with backoff when the broker did not confirm.
+        """``publish``, retried with backoff when the broker did not confirm (``failed`` is
+        told of each attempt that was not confirmed).
 
         Only for a message whose ``message_id`` lets its reader drop a repeat: a publish that
         timed out may have landed after all. ``IDEMPOTENT_ATTEMPTS`` attempts, or with
@@ -187,7 +189,12 @@ class Publisher:
         )
         async for attempt in retrying:
             with attempt:
-                return await self.publish(exchange, routing_key, message)
+                try:
+                    return await self.publish(exchange, routing_key, message)
+                except PublishFailed:
+                    if failed is not None:
+                        failed()
+                    raise
         raise AssertionError("unreachable: tenacity either returns or raises")  # pragma: no cover
 
 

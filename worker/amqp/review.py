@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import datetime
 
 import aio_pika
 from aio_pika.abc import (
@@ -18,6 +18,7 @@ from schemas.codec import JSON
 from schemas.logs import FLAGGED_TYPE
 from worker.amqp.errors import ReviewUndeliverable
 from worker.amqp.publisher import PERSISTENT, Publisher
+from worker.core.clock import Clock
 from worker.core.errors import PlanLost
 from worker.core.memory import FlagMemory
 
@@ -41,13 +42,17 @@ class AmqpReviewSink:
         *,
         notes: AbstractExchange,
         flags: FlagMemory,
+        clock: Clock,
         patience_s: float | None = None,
+        failed: Callable[[], None] | None = None,
     ) -> None:
         self._publisher = publisher
         self._exchange = exchange
         self._notes = notes
         self._flags = flags
+        self._clock = clock
         self._patience_s = patience_s  # how long an item waits out a broker outage
+        self._failed = failed  # told of each publish the broker did not confirm
 
     async def submit(
         self,
@@ -58,7 +63,7 @@ class AmqpReviewSink:
     ) -> None:
         flagged_at = self._flags.get(action.action_id)
         if flagged_at is None:
-            flagged_at = datetime.now(UTC)
+            flagged_at = self._clock.now()
             await self._note(action, plan_id, flagged_at)
         else:
             log.info(
@@ -87,7 +92,7 @@ class AmqpReviewSink:
         # Retried when unconfirmed: the same message_id and flagged_at, so a reader knows a
         # repeat. A missing queue is not transient.
         routed = await self._publisher.publish_idempotent(
-            self._exchange, "", message, patience_s=self._patience_s
+            self._exchange, "", message, patience_s=self._patience_s, failed=self._failed
         )
         if not routed:
             raise ReviewUndeliverable(f"no review queue is bound to {self._exchange.name!r}")
@@ -105,7 +110,7 @@ class AmqpReviewSink:
             },
         )
         routed = await self._publisher.publish_idempotent(
-            self._notes, "", note, patience_s=self._patience_s
+            self._notes, "", note, patience_s=self._patience_s, failed=self._failed
         )
         if not routed:
             raise ReviewUndeliverable(f"no state log is bound to {self._notes.name!r}")

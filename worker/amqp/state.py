@@ -21,12 +21,15 @@ the stream before a moment has been read.
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import logging
 import math
 import uuid
+from array import array
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Final
 
@@ -36,9 +39,8 @@ from aiormq.abc import DeliveredMessage
 
 from schemas import EnactmentRecord
 from schemas.codec import JSON
-from schemas.logs import FLAGGED_TYPE, RECORD_TYPE, RECORDS_TYPE, records_of
+from schemas.logs import FLAGGED_TYPE, RECORD_TYPE, RECORDS_TYPE, Checkpoint, records_of
 from schemas.names import Names
-from worker.amqp.checkpoints import FreshIndex
 from worker.amqp.publisher import PERSISTENT, Outgoing
 from worker.amqp.streams import StreamFollower
 from worker.core.clock import Clock
@@ -82,6 +84,21 @@ def records_in(message: DeliveredMessage) -> list[EnactmentRecord]:
     """The records in a message of the state log: a group's, or the one record a message of
     version 0.1 holds; none in a review note. Raises ``msgspec.DecodeError``."""
     return records_of(message.header.properties.message_type, message.body)
+
+
+@dataclass(frozen=True, slots=True)
+class CheckpointView:
+    """What a checkpoint of the state log would hold now: the records and review notes read
+    since the last one (``pending`` of them: ``index`` and ``flags``), the offsets read, and
+    the records the guards learn from (asked only when one is written)."""
+
+    pending: int
+    first_offset: int
+    last_offset: int | None
+    last_id: str
+    index: FreshIndex
+    flags: tuple[tuple[int, str, datetime], ...]
+    guard_records: Callable[[], list[EnactmentRecord]]
 
 
 class StateFollower(StreamFollower):
@@ -229,6 +246,27 @@ class StateFollower(StreamFollower):
                 self._optimiser.learn(record)
                 self._learnt_from.append(record)
 
+    def checkpoint_view(self) -> CheckpointView:
+        """What the next checkpoint would hold, as one value (``worker.amqp.checkpointing``)."""
+        return CheckpointView(
+            pending=len(self.fresh) + len(self.fresh_flags),
+            first_offset=self.first_offset or 0,
+            last_offset=self.last_offset,
+            last_id=self.last_id,
+            index=self.fresh,
+            flags=tuple(self.fresh_flags),
+            guard_records=self.learnt_from,
+        )
+
+    def load(self, checkpoint: Checkpoint) -> int:
+        """Remember what a checkpoint indexes (oldest first, before anything newer is read);
+        how many action ids it held."""
+        self.memory.load(checkpoint.ids, checkpoint.offsets, checkpoint.times_ms)
+        if self.flags is not None:
+            for action_id, flagged_at in checkpoint.flags:
+                self.flags.remember(action_id, flagged_at)
+        return len(checkpoint.ids)
+
     def covered(self, offset: int) -> None:
         """A checkpoint covers the stream up to ``offset``: what it holds is forgotten here
         (once the write under way, if any, is done)."""
@@ -287,3 +325,31 @@ def _flagged(
         return None
     flags.remember(action_id, when)
     return action_id, when
+
+
+class FreshIndex:
+    """The records read since the last checkpoint, in offset order: offset, action id and time
+    (milliseconds) of each. In arrays, 24 bytes an entry: a worker that read a busy window
+    whole holds a million of them until its first write."""
+
+    def __init__(self) -> None:
+        self.offsets = array("q")
+        self.ids: list[str] = []
+        self.times_ms = array("q")
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def append(self, offset: int, action_id: str, ms: int) -> None:
+        self.offsets.append(offset)
+        self.ids.append(action_id)
+        self.times_ms.append(ms)
+
+    def position(self, offset: int) -> int:
+        """The index of the first entry at ``offset`` or after it."""
+        return bisect.bisect_left(self.offsets, offset)
+
+    def forget_through(self, offset: int) -> None:
+        """Drop every entry up to ``offset``."""
+        end = bisect.bisect_right(self.offsets, offset)
+        del self.offsets[:end], self.ids[:end], self.times_ms[:end]

@@ -23,6 +23,7 @@ from aio_pika.abc import AbstractRobustConnection as Connection
 from aiormq.abc import DeliveredMessage
 
 from worker.amqp import frames
+from worker.amqp.deliveries import settle
 from worker.amqp.errors import BROKER_ERRORS, StreamUnavailable
 from worker.core.errors import cancelled_here
 
@@ -222,7 +223,7 @@ class StreamFollower:
         is_marker = properties.message_type == MARKER_TYPE
         if (self._unacked >= ACK_EVERY or is_marker) and message.delivery_tag is not None:
             self._unacked = 0
-            await message.channel.basic_ack(message.delivery_tag, multiple=True)
+            await settle(message, ack=True, multiple=True)
         if is_marker:
             waiting = self._markers.get(properties.message_id or "")
             if waiting is not None and not waiting.done():
@@ -236,6 +237,18 @@ class StreamFollower:
             )  # fmt: skip
             return
         self.take(message)
+
+
+def explain(exc: BaseException) -> str:
+    """Why a stream could not be followed, in words that say what to do where the broker's do
+    not: a worker connected to a node that holds no replica of the stream cannot read it."""
+    why = str(exc)
+    if "does not have a replica on the local node" in why:
+        why += (
+            "; connect this worker to a node that holds a replica (`rabbitmqctl "
+            "list_queues name members`), or add one there (`rabbitmq-streams add_replica`)"
+        )
+    return why
 
 
 async def consume_again(
@@ -367,7 +380,7 @@ async def _read_run(
         unacked += 1
         if unacked >= ACK_EVERY and message.delivery_tag is not None and not done.done():
             unacked = 0
-            await message.channel.basic_ack(message.delivery_tag, multiple=True)
+            await settle(message, ack=True, multiple=True)
         at = (message.header.properties.headers or {}).get("x-stream-offset")
         if done.done() or not isinstance(at, int) or at < run[0]:
             return  # the chunk holding the first offset may start before it

@@ -28,7 +28,7 @@ from schemas.jsonschema import MESSAGES, render
 from schemas.names import Names
 from worker.amqp.control import describe
 from worker.amqp.errors import BROKER_ERRORS, BrokerUnavailable
-from worker.amqp.service import Worker
+from worker.amqp.worker import Worker
 from worker.cli.logs import LIBRARIES, Quieter
 from worker.core.errors import ConfigError, OptimiserError
 from worker.core.text import printable

@@ -22,8 +22,8 @@ from prometheus_client import CollectorRegistry
 
 from schemas import decode_record, encode
 from schemas.names import Names
-from worker.amqp.service import Worker
 from worker.amqp.topology import QueueState, declare, queue_states
+from worker.amqp.worker import Worker
 from worker.core.config import OptimiserConfig
 from worker.core.seed import seed_subsystems
 from worker.demo.simulated import (
