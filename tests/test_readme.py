@@ -10,6 +10,7 @@ import pytest
 
 from schemas import ActionKind, EnactmentStatus
 from worker import OptimiserConfig
+from worker.core.guards import GATES
 
 ROOT = Path(__file__).parent.parent
 README = (ROOT / "README.md").read_text(encoding="utf-8")
@@ -27,6 +28,11 @@ def test_every_config_field_is_in_the_readme_with_its_default(
 @pytest.mark.parametrize("name", [*ActionKind, *EnactmentStatus], ids=str)
 def test_every_kind_and_status_has_a_row(name: str) -> None:
     assert re.search(rf"^\| `{name}` \|", README, re.MULTILINE), f"README has no row for {name}"
+
+
+def test_the_gate_table_lists_every_gate_of_the_registry_in_its_order() -> None:
+    named = re.findall(r"^\| \d+ \| [^|]*\(`(\w+)`\) \|", README, re.MULTILINE)
+    assert tuple(named) == GATES
 
 
 def test_the_readme_starts_with_the_two_commands_and_ci_runs_the_second() -> None:

@@ -24,6 +24,7 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 
 from schemas import ActionKind, EnactmentRecord, EnactmentStatus
+from worker.core.guards import GATES
 
 #: Buckets from an in-process call (tens of µs) to a slow remote hot swap (tens of seconds).
 DURATION_BUCKETS: Final = (
@@ -34,10 +35,7 @@ _BUCKET_LABELS: Final = [*(repr(bound) for bound in DURATION_BUCKETS), "+Inf"]
 # Enum attribute lookups cost a Python-level call; the hot path uses a plain name.
 _RATE_LIMITED: Final = EnactmentStatus.RATE_LIMITED
 #: Every gate that can refuse an action, so each refusal series exists at 0 from the start.
-GUARDS: Final = (
-    "pause", "cycle_cap", "cool_down", "hot_swap_cap", "no_change", "breaker",
-    "stabilization", "bound", "swap_budget", "change_budget",
-)  # fmt: skip
+GUARDS: Final = GATES
 #: Kinds that a module's rate-limited series is kept for (the ones that change something).
 _MODULE_KINDS: Final = (
     ActionKind.TUNE_THRESHOLD, ActionKind.INCREASE_BUDGET,

@@ -42,6 +42,7 @@ from worker.core.effects import Effect, effect_of
 from worker.core.errors import ConfigError, ParameterError, PlanLost, SubsystemUnavailable
 from worker.core.guards import (
     LEARNED_FROM,
+    PAUSE,
     Breaker,
     BreakerView,
     Escalation,
@@ -49,6 +50,7 @@ from worker.core.guards import (
     Instant,
     Refusal,
     build_guards,
+    one_of,
 )
 from worker.core.metrics import OptimiserMetrics
 from worker.core.ports import (
@@ -148,7 +150,7 @@ class AsyncSelfOptimiser:
         self._admitting = {
             kind: tuple(g for g in self._guards if kind in g.kinds) for kind in ActionKind
         }
-        self._breaker = next(g for g in self._guards if isinstance(g, Breaker))
+        self._breaker = one_of(self._guards, Breaker)
         if metrics is not None:
             metrics.breakers = self._breaker_series
         self._lock = asyncio.Lock()
@@ -201,7 +203,7 @@ class AsyncSelfOptimiser:
                 if proceed is not None and not proceed():
                     break
                 if (paused := self._paused) is not None:
-                    refusal = Refusal("pause", SKIPPED, f"paused: {paused}")
+                    refusal = Refusal(PAUSE, SKIPPED, f"paused: {paused}")
                     record = self._refused(plan_id, action, "", refusal)
                     self._count(record, metrics, dispatched=False)
                     records.append(record)

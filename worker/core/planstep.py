@@ -16,6 +16,7 @@ import msgspec
 
 from schemas import EnactmentRecord, EnactmentStatus, ImprovementAction, Plan
 from worker.core.clock import Clock
+from worker.core.guards import CYCLE_CAP
 from worker.core.memory import RecordMemory
 from worker.core.metrics import OptimiserMetrics
 from worker.core.optimiser import AsyncSelfOptimiser
@@ -81,12 +82,12 @@ class PlanStep:
                 status=EnactmentStatus.SKIPPED,
                 detail=f"not enacted: max_enactments_per_cycle is {cap}",
                 attempted_at=now,
-                guard="cycle_cap",
+                guard=CYCLE_CAP,
             )
             for action in actions
         ]
         if self._metrics is not None:
             for record in skipped:
                 self._metrics.observe(record, dispatched=False)
-                self._metrics.refused("cycle_cap")
+                self._metrics.refused(CYCLE_CAP)
         return skipped
