@@ -37,7 +37,9 @@ async def measure(url: str, seconds: float, settings: dict[str, str]) -> str:
     stop, ready = asyncio.Event(), asyncio.Event()
     serving = asyncio.create_task(
         server.serve(
-            Subsystems(detector=board, budget=board, load=board, swap=board), stop=stop, ready=ready
+            Subsystems(detector=board, budget=board, load=board, orchestrator=board),
+            stop=stop,
+            ready=ready,
         )
     )
     await ready.wait()

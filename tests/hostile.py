@@ -14,8 +14,17 @@ import itertools
 import time
 from dataclasses import dataclass, field
 
-from schemas.commands import BudgetChange, SwapChange, ThresholdChange
-from worker.core.ports import BudgetIncrease, LoadShed, ModuleSwap, SubsystemResult, ThresholdTuning
+from schemas.commands import (
+    BudgetChange,
+    IncreaseBudget,
+    ShedLoad,
+    SubsystemCommand,
+    SwapChange,
+    SwapModule,
+    ThresholdChange,
+    TuneThreshold,
+)
+from worker.core.ports import SubsystemResult
 
 #: The module whose budget subsystem always fails.
 BROKEN = "broken.module"
@@ -63,8 +72,19 @@ class Scoreboard:
     def _applied(self, action_id: str) -> None:
         self.calls[action_id] = self.calls.get(action_id, 0) + 1
 
-    async def tune_threshold(self, request: ThresholdTuning) -> SubsystemResult:
-        self._applied(request.action_id)
+    async def apply(self, command: SubsystemCommand) -> SubsystemResult:
+        match command.arguments:
+            case TuneThreshold() as arguments:
+                return await self.tune(command, arguments)
+            case IncreaseBudget() as arguments:
+                return await self.increase(command, arguments)
+            case ShedLoad():
+                return await self.shed(command)
+            case SwapModule() as arguments:
+                return await self.swap(command, arguments)
+
+    async def tune(self, command: SubsystemCommand, request: TuneThreshold) -> SubsystemResult:
+        self._applied(command.action_id)
         old = self.threshold_ms
         new = min(request.ceiling_ms, max(request.floor_ms, old * (1 + request.delta)))
         self.threshold_ms = new
@@ -72,24 +92,24 @@ class Scoreboard:
         change = ThresholdChange(old_ms=old, new_ms=new)
         return SubsystemResult(True, f"{old:.0f}->{new:.0f}ms", change)
 
-    async def increase_budget(self, request: BudgetIncrease) -> SubsystemResult:
-        self._applied(request.action_id)
-        if request.module == BROKEN:
+    async def increase(self, command: SubsystemCommand, request: IncreaseBudget) -> SubsystemResult:
+        self._applied(command.action_id)
+        if command.module == BROKEN:
             self.broken_attempts += 1
             raise RuntimeError("the budget store is down")
-        old = self.budgets.get(request.module, request.default_s)
+        old = self.budgets.get(command.module, request.default_s)
         new = min(request.ceiling_s, old * request.factor)
-        self.budgets[request.module] = new
+        self.budgets[command.module] = new
         change = BudgetChange(old_s=old, new_s=new)
         return SubsystemResult(True, f"{old:.2f}->{new:.2f}s", change)
 
-    async def shed_load(self, request: LoadShed) -> SubsystemResult:
-        self._applied(request.action_id)
+    async def shed(self, command: SubsystemCommand) -> SubsystemResult:
+        self._applied(command.action_id)
         return SubsystemResult(True, "shed")
 
-    async def hot_swap(self, request: ModuleSwap) -> SubsystemResult:
-        self._applied(request.action_id)
-        self.swaps.append(request.module)
+    async def swap(self, command: SubsystemCommand, request: SwapModule) -> SubsystemResult:
+        self._applied(command.action_id)
+        self.swaps.append(command.module)
         return SubsystemResult(
             True, "swapped", SwapChange(outcome="SUCCESS", version=request.target_version)
         )

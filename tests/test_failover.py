@@ -17,12 +17,12 @@ import aio_pika
 import pytest
 
 from schemas import EnactmentRecord, EnactmentStatus, decode_record
+from schemas.commands import SubsystemCommand
 from tests.broker import Broker, rabbitmqctl
 from tests.conftest import ServerStarter, plan_of
 from tests.processes import DELIVERY_ONLY, WorkerProcess
 from tests.test_state import CountingLoad
 from worker import SubsystemResult, Subsystems
-from worker.core.ports import LoadShed
 from worker.subsystems.server import SubsystemServer
 
 pytestmark = pytest.mark.integration
@@ -322,7 +322,7 @@ async def test_all_connections_closed_mid_flight_loses_nothing_and_enacts_nothin
 
 
 class Silent:
-    async def shed_load(self, request: LoadShed) -> SubsystemResult:
+    async def apply(self, command: SubsystemCommand) -> SubsystemResult:
         await asyncio.Event().wait()
         raise AssertionError("unreachable")
 

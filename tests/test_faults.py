@@ -20,13 +20,13 @@ import aio_pika
 import pytest
 
 from schemas import EnactmentRecord
+from schemas.commands import SubsystemCommand
 from tests.broker import Broker, rabbitmqctl, worker_connection_pids
 from tests.conftest import WorkerStarter, wait_for
 from tests.processes import WorkerProcess
 from tests.proxy import SilencingProxy
 from tests.test_worker import no_op_plan
 from worker import OptimiserConfig, SubsystemResult, Subsystems
-from worker.core.ports import LoadShed
 
 pytestmark = [
     pytest.mark.integration,
@@ -278,10 +278,10 @@ class _SlowLoad:
         self.release = asyncio.Event()
         self.applied: dict[str, int] = defaultdict(int)
 
-    async def shed_load(self, request: LoadShed) -> SubsystemResult:
+    async def apply(self, command: SubsystemCommand) -> SubsystemResult:
         self.called.set()
         await self.release.wait()
-        self.applied[request.action_id] += 1
+        self.applied[command.action_id] += 1
         return SubsystemResult(True, "shed")
 
 

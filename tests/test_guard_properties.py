@@ -22,11 +22,19 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from schemas import ActionKind, EnactmentRecord, ImprovementAction
-from schemas.commands import BudgetChange, SwapChange, ThresholdChange
+from schemas.commands import (
+    BudgetChange,
+    IncreaseBudget,
+    ShedLoad,
+    SubsystemCommand,
+    SwapChange,
+    SwapModule,
+    ThresholdChange,
+    TuneThreshold,
+)
 from worker import AsyncSelfOptimiser, ManualClock, OptimiserConfig, SubsystemResult, Subsystems
 from worker.core.effects import effect_of
 from worker.core.guards import LEARNED_FROM, Instant
-from worker.core.ports import BudgetIncrease, LoadShed, ModuleSwap, ThresholdTuning
 
 K = ActionKind
 #: A hostile planner invents module names; two of them always fail.
@@ -57,31 +65,42 @@ class World:
     def _moved(self, setting: str, old: float, new: float) -> None:
         self.moves.setdefault(setting, []).append((self.clock.monotonic(), old, new))
 
-    async def tune_threshold(self, request: ThresholdTuning) -> SubsystemResult:
-        if not self._reach(request.module, K.TUNE_THRESHOLD):
+    async def apply(self, command: SubsystemCommand) -> SubsystemResult:
+        match command.arguments:
+            case TuneThreshold() as arguments:
+                return await self.tune(command, arguments)
+            case IncreaseBudget() as arguments:
+                return await self.increase(command, arguments)
+            case ShedLoad():
+                return await self.shed(command)
+            case SwapModule() as arguments:
+                return await self.swap(command, arguments)
+
+    async def tune(self, command: SubsystemCommand, request: TuneThreshold) -> SubsystemResult:
+        if not self._reach(command.module, K.TUNE_THRESHOLD):
             return SubsystemResult(False, "refused")
         old = self.threshold
         self.threshold = min(request.ceiling_ms, max(request.floor_ms, old * (1 + request.delta)))
         self._moved("threshold", old, self.threshold)
         return SubsystemResult(True, "tuned", ThresholdChange(old_ms=old, new_ms=self.threshold))
 
-    async def increase_budget(self, request: BudgetIncrease) -> SubsystemResult:
-        if not self._reach(request.module, K.INCREASE_BUDGET):
+    async def increase(self, command: SubsystemCommand, request: IncreaseBudget) -> SubsystemResult:
+        if not self._reach(command.module, K.INCREASE_BUDGET):
             return SubsystemResult(False, "refused")
-        old = self.budgets.get(request.module, request.default_s)
+        old = self.budgets.get(command.module, request.default_s)
         new = min(request.ceiling_s, max(request.floor_s, old * request.factor))
-        self.budgets[request.module] = new
-        self._moved(f"budget:{request.module}", old, new)
+        self.budgets[command.module] = new
+        self._moved(f"budget:{command.module}", old, new)
         return SubsystemResult(True, "raised", BudgetChange(old_s=old, new_s=new))
 
-    async def shed_load(self, request: LoadShed) -> SubsystemResult:
-        ok = self._reach(request.module, K.REDUCE_LOAD)
+    async def shed(self, command: SubsystemCommand) -> SubsystemResult:
+        ok = self._reach(command.module, K.REDUCE_LOAD)
         return SubsystemResult(ok, "shed" if ok else "refused")
 
-    async def hot_swap(self, request: ModuleSwap) -> SubsystemResult:
-        if not self._reach(request.module, K.HOT_SWAP_MODULE):
+    async def swap(self, command: SubsystemCommand, request: SwapModule) -> SubsystemResult:
+        if not self._reach(command.module, K.HOT_SWAP_MODULE):
             return SubsystemResult(False, "rolled back")
-        self.versions[request.module] = request.target_version
+        self.versions[command.module] = request.target_version
         change = SwapChange(outcome="SUCCESS", version=request.target_version)
         return SubsystemResult(True, "swapped", change)
 
@@ -146,7 +165,7 @@ async def _play(
 ) -> tuple[World, AsyncSelfOptimiser, list[EnactmentRecord]]:
     clock = ManualClock()
     world = World(clock)
-    ports = Subsystems(detector=world, budget=world, load=world, swap=world)
+    ports = Subsystems(detector=world, budget=world, load=world, orchestrator=world)
     optimiser = AsyncSelfOptimiser(subsystems=ports, review=world, config=config, clock=clock)
     records: list[EnactmentRecord] = []
     for step, value in script:
@@ -254,7 +273,7 @@ async def _learnt(
     """What the active optimiser and a standby that learnt the ``kept`` records decide."""
     world, active, records = await _play(config, script)
     standby = AsyncSelfOptimiser(
-        subsystems=Subsystems(detector=world, budget=world, load=world, swap=world),
+        subsystems=Subsystems(detector=world, budget=world, load=world, orchestrator=world),
         review=world,
         config=config,
         clock=world.clock,

@@ -52,7 +52,7 @@ async def test_a_hostile_planner_stays_within_every_bound_across_a_kill_and_a_fa
     refusals: set[str],
 ) -> None:
     board = Scoreboard()
-    await serve(Subsystems(detector=board, budget=board, load=board, swap=board))
+    await serve(Subsystems(detector=board, budget=board, load=board, orchestrator=board))
     log = RecordLog()
     await log.follow(await broker.results_queue())
     namespace = broker.names.namespace

@@ -11,6 +11,7 @@ import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
 from schemas import ActionKind, EnactmentStatus, ImprovementAction, decode_record, encode
+from schemas.commands import SubsystemCommand
 from tests.conftest import SwapOutcome, action, seed_cycle, seed_orchestrator
 from worker import (
     AsyncSelfOptimiser,
@@ -26,7 +27,6 @@ from worker import (
     SubsystemUnavailable,
 )
 from worker.core.errors import PlanLost
-from worker.core.ports import LoadShed, ModuleSwap, ThresholdTuning
 
 K = ActionKind
 S = EnactmentStatus
@@ -53,7 +53,7 @@ async def test_attempted_at_is_utc_wall_clock_time_and_duration_is_monotonic() -
     clock = ManualClock(monotonic=5.0, now=start)
 
     class SlowLoad:
-        async def shed_load(self, request: LoadShed) -> SubsystemResult:
+        async def apply(self, command: SubsystemCommand) -> SubsystemResult:
             clock.advance(0.25)
             return SubsystemResult(True, "shed")
 
@@ -300,12 +300,12 @@ async def test_a_full_review_queue_fails_the_action_instead_of_blocking(
 
 async def test_a_hung_subsystem_fails_after_the_timeout() -> None:
     class HungSwap:
-        async def hot_swap(self, request: ModuleSwap) -> SubsystemResult:
+        async def apply(self, command: SubsystemCommand) -> SubsystemResult:
             await asyncio.Event().wait()
             raise AssertionError("unreachable")
 
     optimiser = AsyncSelfOptimiser(
-        subsystems=Subsystems(swap=HungSwap()),
+        subsystems=Subsystems(orchestrator=HungSwap()),
         config=OptimiserConfig(subsystem_timeout_s=0.05),
     )
 
@@ -317,7 +317,7 @@ async def test_a_hung_subsystem_fails_after_the_timeout() -> None:
 
 async def test_a_port_that_says_unavailable_gives_skipped(clock: ManualClock) -> None:
     class Offline:
-        async def tune_threshold(self, request: ThresholdTuning) -> SubsystemResult:
+        async def apply(self, command: SubsystemCommand) -> SubsystemResult:
             raise SubsystemUnavailable("no detector listening")
 
     optimiser = AsyncSelfOptimiser(subsystems=Subsystems(detector=Offline()), clock=clock)
@@ -327,7 +327,7 @@ async def test_a_port_that_says_unavailable_gives_skipped(clock: ManualClock) ->
 
 async def test_a_port_answering_nonsense_gives_failed_not_an_exception(clock: ManualClock) -> None:
     class Sloppy:
-        async def shed_load(self, request: LoadShed) -> Any:
+        async def apply(self, command: SubsystemCommand) -> Any:
             return None
 
     optimiser = AsyncSelfOptimiser(subsystems=Subsystems(load=Sloppy()), clock=clock)
@@ -352,7 +352,7 @@ async def test_cancellation_is_not_swallowed(clock: ManualClock) -> None:
     started = asyncio.Event()
 
     class Hung:
-        async def shed_load(self, request: LoadShed) -> SubsystemResult:
+        async def apply(self, command: SubsystemCommand) -> SubsystemResult:
             started.set()
             await asyncio.Event().wait()
             raise AssertionError("unreachable")
@@ -467,7 +467,7 @@ async def test_the_duration_histogram_is_cumulative_and_exposes_as_text(
         def __init__(self, seconds: float) -> None:
             self.seconds = seconds
 
-        async def shed_load(self, request: LoadShed) -> SubsystemResult:
+        async def apply(self, command: SubsystemCommand) -> SubsystemResult:
             clock.advance(self.seconds)
             return SubsystemResult(True, "shed")
 

@@ -13,11 +13,11 @@ from dataclasses import dataclass, field
 import pytest
 
 from schemas import ParkReason
+from schemas.commands import SubsystemCommand
 from tests.support.delivery import FakeDelivery, Harness
 from worker import SubsystemResult, Subsystems
 from worker.amqp import plans
 from worker.amqp.outcome import Fate
-from worker.core.ports import LoadShed
 
 
 def plan(*kinds: str, plan_id: str = "p") -> dict[str, object]:
@@ -38,9 +38,9 @@ class Load:
     applied: Counter[str] = field(default_factory=Counter)
     closes: FakeDelivery | None = None
 
-    async def shed_load(self, request: LoadShed) -> SubsystemResult:
+    async def apply(self, command: SubsystemCommand) -> SubsystemResult:
         await asyncio.sleep(0)
-        self.applied[request.action_id] += 1
+        self.applied[command.action_id] += 1
         if self.closes is not None:
             self.closes.channel.is_closed = True
         return SubsystemResult(True, "shed")

@@ -18,6 +18,13 @@ from schemas import (
     decode_record,
     encode,
 )
+from schemas.commands import (
+    IncreaseBudget,
+    ShedLoad,
+    SubsystemCommand,
+    SwapModule,
+    TuneThreshold,
+)
 from worker import (
     AsyncSelfOptimiser,
     ManualClock,
@@ -26,7 +33,6 @@ from worker import (
     Subsystems,
     SubsystemUnavailable,
 )
-from worker.core.ports import BudgetIncrease, LoadShed, ModuleSwap, ThresholdTuning
 
 S = EnactmentStatus
 #: Each fake subsystem behaves by module: works, refuses, raises, or is not there.
@@ -53,17 +59,28 @@ class FakeSubsystems:
             raise SubsystemUnavailable("nobody there")
         return SubsystemResult(True, "done")
 
-    async def tune_threshold(self, request: ThresholdTuning) -> SubsystemResult:
-        return self._answer("detector", request.module)
+    async def apply(self, command: SubsystemCommand) -> SubsystemResult:
+        match command.arguments:
+            case TuneThreshold() as arguments:
+                return await self.tune(command, arguments)
+            case IncreaseBudget() as arguments:
+                return await self.increase(command, arguments)
+            case ShedLoad():
+                return await self.shed(command)
+            case SwapModule() as arguments:
+                return await self.swap(command, arguments)
 
-    async def increase_budget(self, request: BudgetIncrease) -> SubsystemResult:
-        return self._answer("budget", request.module)
+    async def tune(self, command: SubsystemCommand, request: TuneThreshold) -> SubsystemResult:
+        return self._answer("detector", command.module)
 
-    async def shed_load(self, request: LoadShed) -> SubsystemResult:
-        return self._answer("load", request.module)
+    async def increase(self, command: SubsystemCommand, request: IncreaseBudget) -> SubsystemResult:
+        return self._answer("budget", command.module)
 
-    async def hot_swap(self, request: ModuleSwap) -> SubsystemResult:
-        return self._answer("swap", request.module)
+    async def shed(self, command: SubsystemCommand) -> SubsystemResult:
+        return self._answer("load", command.module)
+
+    async def swap(self, command: SubsystemCommand, request: SwapModule) -> SubsystemResult:
+        return self._answer("swap", command.module)
 
     async def submit(
         self, action: ImprovementAction, *, plan_id: str, proceed: object = None
@@ -108,7 +125,7 @@ async def _run(
     clock = ManualClock()
     fakes = FakeSubsystems()
     optimiser = AsyncSelfOptimiser(
-        subsystems=Subsystems(detector=fakes, budget=fakes, load=fakes, swap=fakes),
+        subsystems=Subsystems(detector=fakes, budget=fakes, load=fakes, orchestrator=fakes),
         review=fakes,
         config=config,
         clock=clock,
@@ -160,7 +177,7 @@ def test_stats_count_every_record(config: OptimiserConfig, batch: list[Improveme
     async def scenario() -> tuple[list[EnactmentRecord], dict[str, int]]:
         fakes = FakeSubsystems()
         optimiser = AsyncSelfOptimiser(
-            subsystems=Subsystems(detector=fakes, budget=fakes, load=fakes, swap=fakes),
+            subsystems=Subsystems(detector=fakes, budget=fakes, load=fakes, orchestrator=fakes),
             review=fakes,
             config=config,
             clock=ManualClock(),

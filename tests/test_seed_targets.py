@@ -8,6 +8,7 @@ from unittest.mock import Mock
 import pytest
 
 from schemas import ActionKind, EnactmentStatus, ImprovementAction
+from schemas.commands import SubsystemCommand
 from tests.conftest import action, seed_cycle
 from worker import (
     AsyncSelfOptimiser,
@@ -17,7 +18,6 @@ from worker import (
     SubsystemResult,
     Subsystems,
 )
-from worker.core.ports import ThresholdTuning
 
 K = ActionKind
 S = EnactmentStatus
@@ -185,7 +185,7 @@ class _SlowDetector:
         self.running = 0
         self.most_at_once = 0
 
-    async def tune_threshold(self, request: ThresholdTuning) -> SubsystemResult:
+    async def apply(self, command: SubsystemCommand) -> SubsystemResult:
         self.running += 1
         self.most_at_once = max(self.most_at_once, self.running)
         for _ in range(3):

@@ -21,6 +21,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from schemas import ActionKind, EnactmentRecord, EnactmentStatus, ImprovementAction, encode
+from schemas.commands import SubsystemCommand
 from schemas.logs import FLAGGED_TYPE, RECORDS_TYPE, records_of
 from tests.broker import Broker, rabbitmqctl, read_stream
 from tests.conftest import ServerStarter, WorkerStarter, plan_of, wait_for
@@ -36,7 +37,6 @@ from worker.core.clock import SystemClock
 from worker.core.errors import PlanLost
 from worker.core.memory import FlagMemory, RecordMemory
 from worker.core.optimiser import AsyncSelfOptimiser
-from worker.core.ports import LoadShed
 from worker.settings import WorkerSettings
 
 pytestmark = pytest.mark.integration
@@ -49,10 +49,10 @@ class CountingLoad:
     applied: Counter[str] = field(default_factory=Counter)
     pause_s: float = 0.0
 
-    async def shed_load(self, request: LoadShed) -> SubsystemResult:
+    async def apply(self, command: SubsystemCommand) -> SubsystemResult:
         if self.pause_s:
             await asyncio.sleep(self.pause_s)
-        self.applied[request.action_id] += 1
+        self.applied[command.action_id] += 1
         return SubsystemResult(True, "shed")
 
 

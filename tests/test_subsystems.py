@@ -12,12 +12,18 @@ import msgspec
 import pytest
 
 from schemas import EnactmentStatus, encode, routing_key
-from schemas.commands import ReplyOutcome, ShedLoad, SubsystemCommand, SubsystemReply, TuneThreshold
+from schemas.commands import (
+    ReplyOutcome,
+    ShedLoad,
+    Subsystem,
+    SubsystemCommand,
+    SubsystemReply,
+    TuneThreshold,
+)
 from tests.broker import Broker, rabbitmqctl
 from tests.conftest import ServerStarter, WorkerStarter, plan_of
 from tests.test_worker import EXAMPLE_PLAN, no_op_plan
 from worker import OptimiserConfig, SubsystemResult, Subsystems, seed_subsystems
-from worker.core.ports import LoadShed, ThresholdTuning
 from worker.demo.simulated import SimulatedCycle, SimulatedOrchestrator
 
 pytestmark = pytest.mark.integration
@@ -58,7 +64,7 @@ async def test_every_kind_acts_on_the_served_subsystems_as_the_records_say(
 async def test_a_kind_with_no_subsystem_listening_is_skipped_with_the_reason(
     broker: Broker, start_worker: WorkerStarter, serve: ServerStarter
 ) -> None:
-    await serve(Subsystems(load=seed_subsystems(SimulatedCycle()).load))
+    await serve(Subsystems(load=seed_subsystems(SimulatedCycle())[Subsystem.LOAD]))
     await start_worker()
     results = await broker.results_queue()
 
@@ -77,7 +83,7 @@ async def test_a_server_whose_connection_is_closed_serves_again_within_two_secon
 ) -> None:
     """Every second without its consumer is a second of commands SKIPPED: aio-pika's default
     of 5 s before reconnecting skipped 2,200 to 2,900 of the soak's 6,000 actions."""
-    await serve(Subsystems(load=seed_subsystems(SimulatedCycle()).load))
+    await serve(Subsystems(load=seed_subsystems(SimulatedCycle())[Subsystem.LOAD]))
     await start_worker()
     results = await broker.results_queue()
     queue = broker.names.command_queue("load")
@@ -107,13 +113,13 @@ def consumers(queue: str) -> int:
 
 
 class Hung:
-    async def tune_threshold(self, request: ThresholdTuning) -> SubsystemResult:
+    async def apply(self, command: SubsystemCommand) -> SubsystemResult:
         await asyncio.Event().wait()
         raise AssertionError("unreachable")
 
 
 class Broken:
-    async def shed_load(self, request: LoadShed) -> SubsystemResult:
+    async def apply(self, command: SubsystemCommand) -> SubsystemResult:
         raise RuntimeError("disk full")
 
 
@@ -235,7 +241,7 @@ async def test_dry_run_never_publishes_a_command(
 
 
 class Slow:
-    async def shed_load(self, request: LoadShed) -> SubsystemResult:
+    async def apply(self, command: SubsystemCommand) -> SubsystemResult:
         await asyncio.sleep(1.5)
         return SubsystemResult(True, "shed, eventually")
 

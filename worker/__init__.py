@@ -5,7 +5,7 @@ from worker.core.config import OptimiserConfig
 from worker.core.errors import ConfigError, OptimiserError, ParameterError, SubsystemUnavailable
 from worker.core.metrics import OptimiserMetrics
 from worker.core.optimiser import AsyncSelfOptimiser, NullOptimiser, SelfOptimiser
-from worker.core.ports import SubsystemResult, Subsystems
+from worker.core.ports import Port, SubsystemResult, Subsystems
 from worker.core.seed import DetectorConfig, OrchestratorRequest, QueueReviewSink, seed_subsystems
 
 __all__ = [
@@ -20,6 +20,7 @@ __all__ = [
     "OptimiserMetrics",
     "OrchestratorRequest",
     "ParameterError",
+    "Port",
     "QueueReviewSink",
     "SelfOptimiser",
     "SubsystemResult",

@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from datetime import timedelta
 from typing import Final
 
 import aio_pika
@@ -24,29 +23,17 @@ from aio_pika.abc import AbstractExchange, AbstractIncomingMessage, AbstractRobu
 from schemas import encode
 from schemas.codec import JSON
 from schemas.commands import (
-    Arguments,
-    IncreaseBudget,
     ReplyOutcome,
-    ShedLoad,
+    Subsystem,
     SubsystemCommand,
     SubsystemReply,
-    SwapModule,
-    TuneThreshold,
     command_routing_key,
 )
 from schemas.names import Names
 from worker.amqp.errors import BrokenReply
 from worker.amqp.publisher import Publisher
-from worker.core.clock import Clock
 from worker.core.errors import SubsystemUnavailable
-from worker.core.ports import (
-    BudgetIncrease,
-    LoadShed,
-    ModuleSwap,
-    SubsystemResult,
-    Subsystems,
-    ThresholdTuning,
-)
+from worker.core.ports import SubsystemResult, Subsystems
 
 log = logging.getLogger(__name__)
 
@@ -55,69 +42,37 @@ _reply_decoder: Final = msgspec.json.Decoder(SubsystemReply)
 
 
 class RemoteSubsystems:
-    """Detector, budget, load and swap ports that send commands to subsystem servers."""
+    """Every owner's port, sending its commands to the subsystem servers."""
 
     def __init__(
-        self, publisher: Publisher, commands: AbstractExchange, *, timeout_s: float, clock: Clock
+        self, publisher: Publisher, commands: AbstractExchange, *, timeout_s: float
     ) -> None:
         self._publisher = publisher
         self._commands = commands
         self._timeout_s = timeout_s
-        self._clock = clock
         self._pending: dict[str, asyncio.Future[SubsystemReply]] = {}
 
     @classmethod
     async def open(
-        cls, connection: AbstractRobustConnection, names: Names, *, timeout_s: float, clock: Clock
+        cls, connection: AbstractRobustConnection, names: Names, *, timeout_s: float
     ) -> RemoteSubsystems:
         """A channel of its own: direct reply-to needs the consumer on the publishing channel."""
         channel = await connection.channel(publisher_confirms=True, on_return_raises=False)
         commands = await channel.get_exchange(names.commands_exchange)
-        remote = cls(
-            Publisher(channel, timeout_s=timeout_s), commands, timeout_s=timeout_s, clock=clock
-        )
+        remote = cls(Publisher(channel, timeout_s=timeout_s), commands, timeout_s=timeout_s)
         replies = await channel.declare_queue(DIRECT_REPLY_TO, passive=True)
         await replies.consume(remote._on_reply, no_ack=True)
         return remote
 
     def subsystems(self) -> Subsystems:
-        return Subsystems(detector=self, budget=self, load=self, swap=self)
+        """Every owner's port: the servers bound to ``N.commands`` say who answers."""
+        return Subsystems(dict.fromkeys(Subsystem, self))
 
-    async def tune_threshold(self, request: ThresholdTuning) -> SubsystemResult:
-        arguments = TuneThreshold(
-            delta=request.delta, floor_ms=request.floor_ms, ceiling_ms=request.ceiling_ms
-        )
-        return await self._call(request.action_id, request.module, arguments)
-
-    async def increase_budget(self, request: BudgetIncrease) -> SubsystemResult:
-        arguments = IncreaseBudget(
-            factor=request.factor,
-            default_s=request.default_s,
-            floor_s=request.floor_s,
-            ceiling_s=request.ceiling_s,
-        )
-        return await self._call(request.action_id, request.module, arguments)
-
-    async def shed_load(self, request: LoadShed) -> SubsystemResult:
-        return await self._call(request.action_id, request.module, ShedLoad())
-
-    async def hot_swap(self, request: ModuleSwap) -> SubsystemResult:
-        arguments = SwapModule(
-            target_version=request.target_version, artifact_ref=request.artifact_ref
-        )
-        return await self._call(request.action_id, request.module, arguments)
-
-    async def _call(self, action_id: str, module: str, arguments: Arguments) -> SubsystemResult:
-        now = self._clock.now()
-        command = SubsystemCommand(
-            action_id=action_id,
-            module=module,
-            arguments=arguments,
-            issued_at=now,
-            deadline=now + timedelta(seconds=self._timeout_s),
-        )
+    async def apply(self, command: SubsystemCommand) -> SubsystemResult:
+        """Send ``command`` to the server of its owner and wait for its reply."""
         key = command_routing_key(command)
         owner = key.split(".", 1)[0]
+        action_id = command.action_id
         correlation = f"{action_id}/{uuid.uuid4().hex[:12]}"  # unique per call, even on a repeat
         reply: asyncio.Future[SubsystemReply] = asyncio.get_running_loop().create_future()
         self._pending[correlation] = reply

@@ -192,7 +192,6 @@ async def _remote(context: Context, connection: AbstractRobustConnection) -> Sub
         connection,
         context.names,
         timeout_s=context.settings.optimiser.subsystem_timeout_s,
-        clock=context.clock,
     )
     return remote.subsystems()
 

@@ -25,6 +25,7 @@ from prometheus_client.registry import Collector
 
 from schemas import ActionKind, EnactmentRecord, EnactmentStatus
 from worker.core.guards import GATES
+from worker.core.verbs import CHANGES
 
 #: Buckets from an in-process call (tens of µs) to a slow remote hot swap (tens of seconds).
 DURATION_BUCKETS: Final = (
@@ -37,10 +38,7 @@ _RATE_LIMITED: Final = EnactmentStatus.RATE_LIMITED
 #: Every gate that can refuse an action, so each refusal series exists at 0 from the start.
 GUARDS: Final = GATES
 #: Kinds that a module's rate-limited series is kept for (the ones that change something).
-_MODULE_KINDS: Final = (
-    ActionKind.TUNE_THRESHOLD, ActionKind.INCREASE_BUDGET,
-    ActionKind.REDUCE_LOAD, ActionKind.HOT_SWAP_MODULE,
-)  # fmt: skip
+_MODULE_KINDS: Final = tuple(kind for kind in ActionKind if kind in CHANGES)
 
 
 class _Histogram:

@@ -34,8 +34,7 @@ from schemas import (
     EnactmentStatus,
     ImprovementAction,
 )
-from schemas.commands import BudgetChange, Change, LoadChange, SwapChange, ThresholdChange
-from schemas.messages import SettingValue
+from schemas.commands import Change, SubsystemCommand
 from worker.core.clock import Clock, SystemClock
 from worker.core.config import OptimiserConfig
 from worker.core.effects import Effect, effect_of
@@ -53,16 +52,9 @@ from worker.core.guards import (
     one_of,
 )
 from worker.core.metrics import OptimiserMetrics
-from worker.core.ports import (
-    BudgetIncrease,
-    LoadShed,
-    ModuleSwap,
-    ReviewSink,
-    SubsystemResult,
-    Subsystems,
-    ThresholdTuning,
-)
+from worker.core.ports import ReviewSink, SubsystemResult, Subsystems
 from worker.core.seed import QueueReviewSink, seed_subsystems
+from worker.core.verbs import OWNER_NAMES, VERBS
 
 __all__ = ["AsyncSelfOptimiser", "NullOptimiser", "OptimiserConfig", "SelfOptimiser"]
 
@@ -354,7 +346,9 @@ class AsyncSelfOptimiser:
                 "action %s (%s on %s) failed: %s", action.action_id, kind.value,
                 action.module_name, detail,
             )  # fmt: skip
-        old, new = _values(change) if status is SUCCESS else (None, None)
+        old, new = (None, None)
+        if status is SUCCESS and change is not None:
+            old, new = VERBS[kind].values(change)
         return EnactmentRecord(
             plan_id=plan_id,
             action=action,
@@ -379,7 +373,7 @@ class AsyncSelfOptimiser:
         (but ``PlanLost``: no outcome at all)."""
         action = effect.action
         try:
-            owner, call = self._prepare(effect, plan_id, proceed)
+            owner, call = self._prepare(effect, cfg, plan_id, proceed)
         except ParameterError as exc:
             return FAILED, str(exc), None
         except SubsystemUnavailable as exc:
@@ -411,7 +405,11 @@ class AsyncSelfOptimiser:
         return (SUCCESS if result.succeeded else FAILED), result.detail, result.change
 
     def _prepare(
-        self, effect: Effect, plan_id: str, proceed: Callable[[], bool] | None
+        self,
+        effect: Effect,
+        cfg: OptimiserConfig,
+        plan_id: str,
+        proceed: Callable[[], bool] | None,
     ) -> tuple[str, Awaitable[SubsystemResult]]:
         """The owner's name and the call to await; raises before anything is touched.
 
@@ -419,33 +417,27 @@ class AsyncSelfOptimiser:
         """
         if effect.error is not None:
             raise effect.error
-        ports = self._subsystems
-        request = effect.request
         action = effect.action
-        match action.action_kind:
-            case ActionKind.TUNE_THRESHOLD:
-                if ports.detector is None:
-                    raise SubsystemUnavailable("no detector subsystem configured")
-                assert isinstance(request, ThresholdTuning)
-                return "detector", ports.detector.tune_threshold(request)
-            case ActionKind.INCREASE_BUDGET:
-                if ports.budget is None:
-                    raise SubsystemUnavailable("no budget subsystem configured")
-                assert isinstance(request, BudgetIncrease)
-                return "budget", ports.budget.increase_budget(request)
-            case ActionKind.REDUCE_LOAD:
-                if ports.load is None:
-                    raise SubsystemUnavailable("no load shedder configured")
-                assert isinstance(request, LoadShed)
-                return "load shedder", ports.load.shed_load(request)
-            case ActionKind.HOT_SWAP_MODULE:
-                if ports.swap is None:
-                    raise SubsystemUnavailable("no orchestrator injected")
-                assert isinstance(request, ModuleSwap)
-                return "orchestrator", ports.swap.hot_swap(request)
-            case ActionKind.FLAG_FOR_REVIEW:
-                return "review queue", self._submit_review(action, plan_id, proceed)
-        raise AssertionError(f"unhandled action kind {action.action_kind!r}")  # pragma: no cover
+        if action.action_kind is FLAG_FOR_REVIEW:
+            return "review queue", self._submit_review(action, plan_id, proceed)
+        owner = VERBS[action.action_kind].owner
+        arguments = effect.arguments
+        assert owner is not None, f"{action.action_kind} has no owner"
+        assert arguments is not None, "an effect without an error has its arguments"
+        name, missing = OWNER_NAMES[owner]
+        port = self._subsystems.get(owner)
+        if port is None:
+            raise SubsystemUnavailable(missing)
+        now = self._clock.now()
+        command = SubsystemCommand(
+            action_id=action.action_id,
+            plan_id=plan_id[:128],
+            module=action.module_name,
+            arguments=arguments,
+            issued_at=now,
+            deadline=now + timedelta(seconds=cfg.subsystem_timeout_s),
+        )
+        return name, port.apply(command)
 
     async def _submit_review(
         self, action: ImprovementAction, plan_id: str, proceed: Callable[[], bool] | None
@@ -486,15 +478,3 @@ class AsyncSelfOptimiser:
             self._stats["skipped"] += 1
         if metrics is not None:
             metrics.observe(record, dispatched=dispatched)
-
-
-def _values(change: Change | None) -> tuple[SettingValue | None, SettingValue | None]:
-    """A subsystem's report of what changed, as the record's old and new values."""
-    match change:
-        case ThresholdChange(old_ms=old, new_ms=new) | BudgetChange(old_s=old, new_s=new):
-            return old, new
-        case SwapChange(version=version):
-            return None, version
-        case LoadChange(signalled=signalled):
-            return None, "shedding" if signalled else None
-    return None, None

@@ -1,66 +1,24 @@
-"""The subsystems the optimiser acts on, as ports.
+"""The subsystems the optimiser acts on, as ports, and where review items go.
 
-Each port takes one typed request and answers with a ``SubsystemResult``. An adapter raises
-``SubsystemUnavailable`` when it has nothing to act on (the action is SKIPPED); any other
-exception, a timeout or ``succeeded=False`` makes the action FAILED. Requests carry the
-action's ``action_id`` so a remote subsystem can drop a duplicate.
+A port applies the commands of the verbs its owner owns (``schemas.commands.OWNER``): the wire
+``SubsystemCommand`` is the request, in-process as over AMQP, so there is one family of request
+types. It answers with a ``SubsystemResult``. A port raises ``SubsystemUnavailable`` when it has
+nothing to act on (the action is SKIPPED); any other exception, a timeout or
+``succeeded=False`` makes the action FAILED. A command carries the action's ``action_id``, so a
+remote subsystem can drop a duplicate.
 
 In-process adapters for the seed's duck-typed objects live in ``worker.core.seed``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
 from schemas import ImprovementAction
-from schemas.commands import Change
-
-
-@dataclass(frozen=True, slots=True)
-class ThresholdTuning:
-    """Scale a detector's p95 latency threshold by ``1 + delta``, kept within floor and ceiling."""
-
-    action_id: str
-    module: str
-    delta: float
-    floor_ms: float
-    ceiling_ms: float
-
-
-@dataclass(frozen=True, slots=True)
-class BudgetIncrease:
-    """Multiply a module's time budget by ``factor``, kept within floor and ceiling.
-
-    ``default_s`` is the budget of a module that has none yet.
-    """
-
-    action_id: str
-    module: str
-    factor: float
-    default_s: float
-    floor_s: float
-    ceiling_s: float
-
-
-@dataclass(frozen=True, slots=True)
-class LoadShed:
-    """Ask the load shedder to take pressure off a module."""
-
-    action_id: str
-    module: str
-
-
-@dataclass(frozen=True, slots=True)
-class ModuleSwap:
-    """Hot-swap a module to ``target_version``; ``artifact_ref`` says where its code is."""
-
-    action_id: str
-    module: str
-    target_version: str
-    artifact_ref: str | None
-    requester: str = "self_optimiser"
+from schemas.commands import Change, Subsystem, SubsystemCommand
+from worker.core.errors import ConfigError
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,28 +30,42 @@ class SubsystemResult:
     change: Change | None = None
 
 
-class DetectorPort(Protocol):
-    """Owns the weakness detector's thresholds (TUNE_THRESHOLD)."""
+class Port(Protocol):
+    """A subsystem: it applies the commands of the verbs it owns."""
 
-    async def tune_threshold(self, request: ThresholdTuning) -> SubsystemResult: ...
-
-
-class BudgetPort(Protocol):
-    """Owns the modules' time budgets (INCREASE_BUDGET)."""
-
-    async def increase_budget(self, request: BudgetIncrease) -> SubsystemResult: ...
+    async def apply(self, command: SubsystemCommand) -> SubsystemResult: ...
 
 
-class LoadPort(Protocol):
-    """Owns load shedding (REDUCE_LOAD)."""
+class Subsystems(Mapping[Subsystem, Port]):
+    """The ports an optimiser acts through, by owner; a missing one makes its kinds SKIPPED.
 
-    async def shed_load(self, request: LoadShed) -> SubsystemResult: ...
+    ``Subsystems(detector=cycle, orchestrator=orchestrator)``, by the owners' names, or
+    ``Subsystems({Subsystem.DETECTOR: cycle})``.
+    """
 
+    __slots__ = ("_ports",)
 
-class SwapPort(Protocol):
-    """Owns live module replacement (HOT_SWAP_MODULE)."""
+    def __init__(self, ports: Mapping[Subsystem, Port] | None = None, /, **named: Port) -> None:
+        known = {subsystem.value: subsystem for subsystem in Subsystem}
+        unknown = sorted(set(named) - set(known))
+        if unknown:
+            raise ConfigError(
+                f"no subsystem is called {unknown[0]!r}: the owners are {', '.join(known)}"
+            )
+        self._ports: dict[Subsystem, Port] = dict(ports or {})
+        self._ports.update({known[name]: port for name, port in named.items()})
 
-    async def hot_swap(self, request: ModuleSwap) -> SubsystemResult: ...
+    def __getitem__(self, owner: Subsystem) -> Port:
+        return self._ports[owner]
+
+    def __iter__(self) -> Iterator[Subsystem]:
+        return iter(self._ports)
+
+    def __len__(self) -> int:
+        return len(self._ports)
+
+    def __repr__(self) -> str:
+        return f"Subsystems({', '.join(f'{s.value}={p!r}' for s, p in self._ports.items())})"
 
 
 class ReviewSink(Protocol):
@@ -111,13 +83,3 @@ class ReviewSink(Protocol):
         plan_id: str,
         proceed: Callable[[], bool] | None = None,
     ) -> None: ...
-
-
-@dataclass(frozen=True, slots=True)
-class Subsystems:
-    """The ports an optimiser acts through; a missing one makes its kind SKIPPED."""
-
-    detector: DetectorPort | None = None
-    budget: BudgetPort | None = None
-    load: LoadPort | None = None
-    swap: SwapPort | None = None

@@ -13,23 +13,30 @@ import asyncio
 import dataclasses
 import inspect
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, Final, TypeVar
 
 import msgspec
 
 from schemas import ImprovementAction
-from schemas.commands import BudgetChange, LoadChange, SwapChange, ThresholdChange
+from schemas.commands import (
+    Arguments,
+    BudgetChange,
+    IncreaseBudget,
+    LoadChange,
+    ShedLoad,
+    Subsystem,
+    SubsystemCommand,
+    SwapChange,
+    SwapModule,
+    ThresholdChange,
+    TuneThreshold,
+)
 from worker.core.errors import SubsystemUnavailable
 from worker.core.parameters import bounded, clamp_note
-from worker.core.ports import (
-    BudgetIncrease,
-    LoadShed,
-    ModuleSwap,
-    SubsystemResult,
-    Subsystems,
-    ThresholdTuning,
-)
+from worker.core.ports import Port, SubsystemResult, Subsystems
 
+#: Who asks the orchestrator for a swap.
+REQUESTER: Final = "self_optimiser"
 #: Loads a module's code given the action's ``artifact_ref``.
 ArtifactLoader = Callable[[str], Awaitable[bytes]]
 
@@ -65,7 +72,8 @@ class CycleDetector:
     def __init__(self, cycle: Any) -> None:
         self._cycle = cycle
 
-    async def tune_threshold(self, request: ThresholdTuning) -> SubsystemResult:
+    async def apply(self, command: SubsystemCommand) -> SubsystemResult:
+        request = _expect(command, TuneThreshold)
         config = getattr(self._cycle, "_detector_config", None)
         if config is None:
             raise SubsystemUnavailable("no detector_config available on cycle")
@@ -87,14 +95,15 @@ class CycleBudget:
     def __init__(self, cycle: Any) -> None:
         self._cycle = cycle
 
-    async def increase_budget(self, request: BudgetIncrease) -> SubsystemResult:
+    async def apply(self, command: SubsystemCommand) -> SubsystemResult:
+        request = _expect(command, IncreaseBudget)
         budgets = getattr(self._cycle, "_budget_map", None)
         if budgets is None:
             raise SubsystemUnavailable("no budget_map on cycle")
-        old = float(budgets.get(request.module, request.default_s))
+        old = float(budgets.get(command.module, request.default_s))
         wanted = old * request.factor
         new = bounded(wanted, request.floor_s, request.ceiling_s)
-        budgets[request.module] = new
+        budgets[command.module] = new
         note = clamp_note(wanted, request.floor_s, request.ceiling_s, "s")
         return SubsystemResult(
             succeeded=True,
@@ -109,11 +118,12 @@ class CycleLoad:
     def __init__(self, cycle: Any) -> None:
         self._cycle = cycle
 
-    async def shed_load(self, request: LoadShed) -> SubsystemResult:
+    async def apply(self, command: SubsystemCommand) -> SubsystemResult:
+        _expect(command, ShedLoad)
         shedder = getattr(self._cycle, "_load_shedder", None)
         if shedder is None:
             raise SubsystemUnavailable("no load_shedder on cycle")
-        outcome = shedder.shed(request.module)
+        outcome = shedder.shed(command.module)
         if inspect.isawaitable(outcome):
             await outcome
         return SubsystemResult(succeeded=True, detail="load-shed signal sent", change=LoadChange())
@@ -126,18 +136,19 @@ class OrchestratorSwap:
         self._orchestrator = orchestrator
         self._load_artifact = artifact_loader
 
-    async def hot_swap(self, request: ModuleSwap) -> SubsystemResult:
+    async def apply(self, command: SubsystemCommand) -> SubsystemResult:
+        request = _expect(command, SwapModule)
         code = None
         if self._load_artifact is not None and request.artifact_ref is not None:
             code = await self._load_artifact(request.artifact_ref)
         result = await self._orchestrator.orchestrate_swap(
             OrchestratorRequest(
-                module_id=request.module,
+                module_id=command.module,
                 new_version=request.target_version,
                 artifact_ref=request.artifact_ref,
                 new_code=code,
-                requester=request.requester,
-                action_id=request.action_id,
+                requester=REQUESTER,
+                action_id=command.action_id,
             )
         )
         outcome = str(getattr(result.outcome, "name", result.outcome))
@@ -155,17 +166,16 @@ def seed_subsystems(
     artifact_loader: ArtifactLoader | None = None,
 ) -> Subsystems:
     """The ports for the seed's ``cognitive_cycle`` and ``orchestrator`` (either may be None)."""
-    has_cycle = cognitive_cycle is not None
-    return Subsystems(
-        detector=CycleDetector(cognitive_cycle) if has_cycle else None,
-        budget=CycleBudget(cognitive_cycle) if has_cycle else None,
-        load=CycleLoad(cognitive_cycle) if has_cycle else None,
-        swap=(
-            OrchestratorSwap(orchestrator, artifact_loader=artifact_loader)
-            if orchestrator is not None
-            else None
-        ),
-    )
+    ports: dict[Subsystem, Port] = {}
+    if cognitive_cycle is not None:
+        ports[Subsystem.DETECTOR] = CycleDetector(cognitive_cycle)
+        ports[Subsystem.BUDGET] = CycleBudget(cognitive_cycle)
+        ports[Subsystem.LOAD] = CycleLoad(cognitive_cycle)
+    if orchestrator is not None:
+        ports[Subsystem.ORCHESTRATOR] = OrchestratorSwap(
+            orchestrator, artifact_loader=artifact_loader
+        )
+    return Subsystems(ports)
 
 
 def _replace_p95(config: Any, p95_ms: float) -> Any:
@@ -209,3 +219,14 @@ class QueueReviewSink:
             raise RuntimeError(
                 f"review queue is full ({self.queue.maxsize} items waiting)"
             ) from None
+
+
+A = TypeVar("A", bound=Arguments)
+
+
+def _expect(command: SubsystemCommand, kind: type[A]) -> A:
+    """The command's arguments, if they are of this port's verb."""
+    arguments = command.arguments
+    if not isinstance(arguments, kind):
+        raise SubsystemUnavailable(f"{type(arguments).__name__} is not for this subsystem")
+    return arguments

@@ -16,7 +16,7 @@ import asyncio
 import logging
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
-from typing import Final, TypeVar
+from typing import Final
 
 import aio_pika
 import aiormq
@@ -27,26 +27,17 @@ from schemas import encode
 from schemas.codec import JSON
 from schemas.commands import (
     OWNER,
-    IncreaseBudget,
     ReplyOutcome,
-    ShedLoad,
-    Subsystem,
     SubsystemCommand,
     SubsystemReply,
-    SwapModule,
-    TuneThreshold,
 )
 from schemas.names import Names
 from worker.amqp import frames
 from worker.core.clock import Clock, SystemClock
 from worker.core.errors import SubsystemUnavailable
 from worker.core.ports import (
-    BudgetIncrease,
-    LoadShed,
-    ModuleSwap,
     SubsystemResult,
     Subsystems,
-    ThresholdTuning,
 )
 
 log = logging.getLogger(__name__)
@@ -87,8 +78,7 @@ class SubsystemServer:
         # It connects without worker.amqp.connection: a command it cannot read must not cost
         # the connection.
         frames.install()
-        handlers = self._handlers(subsystems)
-        if not handlers:
+        if not subsystems:
             raise ValueError("serve() needs at least one subsystem")
         connection = await aio_pika.connect_robust(
             self._url,
@@ -100,15 +90,15 @@ class SubsystemServer:
             channel = await connection.channel()
             await channel.set_qos(prefetch_count=self._prefetch)
             await self._ensure_commands_exchange(connection)
-            for subsystem in handlers:
+            for subsystem in subsystems:
                 queue = await channel.declare_queue(
                     self._names.command_queue(subsystem.value), auto_delete=True
                 )
                 await queue.bind(self._names.commands_exchange, f"{subsystem.value}.*")
-                await queue.consume(self._consumer(channel, handlers))
+                await queue.consume(self._consumer(channel, subsystems))
             log.info(
                 "serving %s on %s",
-                ", ".join(s.value for s in handlers), self._names.commands_exchange,
+                ", ".join(s.value for s in subsystems), self._names.commands_exchange,
             )  # fmt: skip
             if ready is not None:
                 ready.set()
@@ -128,65 +118,13 @@ class SubsystemServer:
             await channel.declare_exchange(name, aio_pika.ExchangeType.TOPIC, durable=True)
         await channel.close()
 
-    def _handlers(
-        self, ports: Subsystems
-    ) -> dict[Subsystem, Callable[[SubsystemCommand], Awaitable[SubsystemResult]]]:
-        handlers: dict[Subsystem, Callable[[SubsystemCommand], Awaitable[SubsystemResult]]] = {}
-        if (detector := ports.detector) is not None:
-
-            async def tune(command: SubsystemCommand) -> SubsystemResult:
-                arguments = _expect(command, TuneThreshold)
-                return await detector.tune_threshold(
-                    ThresholdTuning(
-                        action_id=command.action_id, module=command.module,
-                        delta=arguments.delta, floor_ms=arguments.floor_ms,
-                        ceiling_ms=arguments.ceiling_ms,
-                    )
-                )  # fmt: skip
-
-            handlers[Subsystem.DETECTOR] = tune
-        if (budget := ports.budget) is not None:
-
-            async def increase(command: SubsystemCommand) -> SubsystemResult:
-                arguments = _expect(command, IncreaseBudget)
-                return await budget.increase_budget(
-                    BudgetIncrease(
-                        action_id=command.action_id, module=command.module,
-                        factor=arguments.factor, default_s=arguments.default_s,
-                        floor_s=arguments.floor_s, ceiling_s=arguments.ceiling_s,
-                    )
-                )  # fmt: skip
-
-            handlers[Subsystem.BUDGET] = increase
-        if (load := ports.load) is not None:
-
-            async def shed(command: SubsystemCommand) -> SubsystemResult:
-                _expect(command, ShedLoad)
-                return await load.shed_load(LoadShed(command.action_id, command.module))
-
-            handlers[Subsystem.LOAD] = shed
-        if (swap := ports.swap) is not None:
-
-            async def hot_swap(command: SubsystemCommand) -> SubsystemResult:
-                arguments = _expect(command, SwapModule)
-                return await swap.hot_swap(
-                    ModuleSwap(
-                        action_id=command.action_id, module=command.module,
-                        target_version=arguments.target_version,
-                        artifact_ref=arguments.artifact_ref,
-                    )
-                )  # fmt: skip
-
-            handlers[Subsystem.ORCHESTRATOR] = hot_swap
-        return handlers
-
     def _consumer(
         self,
         channel: AbstractChannel,
-        handlers: dict[Subsystem, Callable[[SubsystemCommand], Awaitable[SubsystemResult]]],
+        ports: Subsystems,
     ) -> Callable[[AbstractIncomingMessage], Awaitable[None]]:
         async def on_command(message: AbstractIncomingMessage) -> None:
-            reply = await self._reply_to(message, handlers)
+            reply = await self._reply_to(message, ports)
             if message.reply_to:
                 await channel.default_exchange.publish(
                     aio_pika.Message(
@@ -201,7 +139,7 @@ class SubsystemServer:
     async def _reply_to(
         self,
         message: AbstractIncomingMessage,
-        handlers: dict[Subsystem, Callable[[SubsystemCommand], Awaitable[SubsystemResult]]],
+        ports: Subsystems,
     ) -> SubsystemReply:
         try:
             command = _command_decoder.decode(message.body)
@@ -221,7 +159,7 @@ class SubsystemServer:
         while len(self._replies) > self._remember:
             self._replies.popitem(last=False)
         try:
-            reply = await self._apply(command, handlers)
+            reply = await self._apply(command, ports)
             answer.set_result(reply)
         finally:
             if not answer.done():  # cancelled mid-way: forget it, so a repeat is applied anew
@@ -232,7 +170,7 @@ class SubsystemServer:
     async def _apply(
         self,
         command: SubsystemCommand,
-        handlers: dict[Subsystem, Callable[[SubsystemCommand], Awaitable[SubsystemResult]]],
+        ports: Subsystems,
     ) -> SubsystemReply:
         def reply(
             outcome: ReplyOutcome, detail: str, result: SubsystemResult | None = None
@@ -249,13 +187,12 @@ class SubsystemServer:
                 ReplyOutcome.REJECTED,
                 f"expired: the deadline {command.deadline.isoformat()} passed",
             )
-        handler = handlers.get(_owner(command))
-        if handler is None:
-            return reply(
-                ReplyOutcome.REJECTED, f"this server does not serve {_owner(command).value}"
-            )
+        owner = OWNER[type(command.arguments)]
+        port = ports.get(owner)
+        if port is None:
+            return reply(ReplyOutcome.REJECTED, f"this server does not serve {owner.value}")
         try:
-            result = await handler(command)
+            result = await port.apply(command)
         except SubsystemUnavailable as exc:
             return reply(ReplyOutcome.REJECTED, str(exc))
         except Exception as exc:
@@ -264,17 +201,3 @@ class SubsystemServer:
         self.applied += 1
         outcome = ReplyOutcome.SUCCESS if result.succeeded else ReplyOutcome.FAILED
         return reply(outcome, result.detail, result)
-
-
-def _owner(command: SubsystemCommand) -> Subsystem:
-    return OWNER[type(command.arguments)]
-
-
-T = TypeVar("T")
-
-
-def _expect(command: SubsystemCommand, kind: type[T]) -> T:
-    arguments = command.arguments
-    if not isinstance(arguments, kind):
-        raise SubsystemUnavailable(f"{type(arguments).__name__} is not for this subsystem")
-    return arguments

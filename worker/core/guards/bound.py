@@ -6,7 +6,7 @@ import math
 from collections import deque
 from collections.abc import Sequence
 
-from schemas import ActionKind, EnactmentRecord
+from schemas import EnactmentRecord
 from worker.core.config import OptimiserConfig
 from worker.core.effects import SCALES, Effect
 from worker.core.guards.base import (
@@ -75,10 +75,7 @@ class Bound(Guard):
     def learn(
         self, record: EnactmentRecord, at: float, config: OptimiserConfig
     ) -> Escalation | None:
-        if record.status is not SUCCESS or record.action.action_kind not in (
-            ActionKind.TUNE_THRESHOLD,
-            ActionKind.INCREASE_BUDGET,
-        ):
+        if record.status is not SUCCESS or record.action.action_kind not in SCALES:
             return None
         factor = factor_moved(record, config)
         if factor is not None and abs(factor - 1.0) > EPSILON:

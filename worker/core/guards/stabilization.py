@@ -79,7 +79,7 @@ class Stabilization(Guard):
             old = record.old if isinstance(record.old, str) else None
             previous = old if old is not None else (before.current if before else None)
             self._last[setting] = _LastMove(at, 0, previous=previous, current=new)
-        elif kind in (ActionKind.TUNE_THRESHOLD, ActionKind.INCREASE_BUDGET):
+        elif kind in SCALES:
             factor = factor_moved(record, config)
             if factor is not None and _direction(factor) != 0:
                 self._last[setting] = _LastMove(at, _direction(factor))
