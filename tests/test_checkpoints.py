@@ -25,8 +25,9 @@ from tests.broker import Broker, read_stream
 from tests.conftest import ServerStarter, WorkerStarter, plan_of, wait_for
 from tests.test_state import CountingLoad
 from worker import Subsystems
-from worker.amqp import checkpointing, streams
+from worker.amqp import checkpointing
 from worker.amqp.checkpoints import Chain, CheckpointFollower, Offer, write
+from worker.amqp.offsets import last_offset, read_offsets
 from worker.amqp.state import FreshIndex
 from worker.amqp.streams import MARKER_TYPE
 
@@ -338,8 +339,8 @@ async def test_a_checkpoint_that_cannot_be_read_is_not_loaded_at_all(
     await broker.records(results, expect=1)
     await first.shutdown()
     log_name = broker.names.results_log
-    last = await streams.last_offset(broker.connection, log_name)
-    there = await streams.read_offsets(broker.connection, log_name, [last], 10.0)
+    last = await last_offset(broker.connection, log_name)
+    there = await read_offsets(broker.connection, log_name, [last], 10.0)
     body = msgspec.msgpack.encode(
         {
             "stream": log_name, "first": 0, "last": last, "start": True, "final": True,

@@ -1,6 +1,6 @@
 """The record memory keeps an offset per remembered action, and reads the record back for a
 replay: the window, the limit, the hand-over from a whole record to its offset, and a stream
-that no longer matches. ``streams.read_offsets`` against a real stream."""
+that no longer matches. ``offsets.read_offsets`` against a real stream."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ import pytest
 from schemas import ActionKind, EnactmentRecord, EnactmentStatus, ImprovementAction, Plan, encode
 from tests.broker import Broker
 from worker.amqp import streams
+from worker.amqp.offsets import last_offset, read_offsets
 from worker.core.clock import ManualClock
 from worker.core.errors import OptimiserError
 from worker.core.memory import RecordMemory
@@ -170,10 +171,10 @@ async def test_read_offsets_gives_the_messages_at_offsets_and_says_when_one_is_n
     connection = await aio_pika.connect_robust(broker.url)
     async with connection:
         for offsets in ([3], [4, 0, 2], [1, 1]):
-            read = await streams.read_offsets(connection, stream_name, offsets, timeout_s=10)
+            read = await read_offsets(connection, stream_name, offsets, timeout_s=10)
             assert {o: m.body for o, m in read.items()} == {o: encode(sent[o]) for o in offsets}
         with pytest.raises(streams.StreamUnavailable, match=r"offsets 2\.\.5 within"):
-            await streams.read_offsets(connection, stream_name, [2, 5], timeout_s=1)
+            await read_offsets(connection, stream_name, [2, 5], timeout_s=1)
 
 
 async def test_read_offsets_says_when_retention_took_an_offset(broker: Broker) -> None:
@@ -195,10 +196,10 @@ async def test_read_offsets_says_when_retention_took_an_offset(broker: Broker) -
         )
     connection = await aio_pika.connect_robust(broker.url)
     async with connection:
-        last = await streams.last_offset(connection, stream_name)
+        last = await last_offset(connection, stream_name)
         with pytest.raises(streams.StreamUnavailable, match="no longer holds offset 0"):
-            await streams.read_offsets(connection, stream_name, [0, last], timeout_s=10)
-        read = await streams.read_offsets(connection, stream_name, [last], timeout_s=10)
+            await read_offsets(connection, stream_name, [0, last], timeout_s=10)
+        read = await read_offsets(connection, stream_name, [last], timeout_s=10)
         assert read[last].body == encode(record("r-199", now))
 
 
@@ -243,5 +244,5 @@ async def test_read_offsets_reads_a_run_longer_than_the_prefetch(broker: Broker)
     wanted = list(range(0, len(bodies), 900))
     connection = await aio_pika.connect_robust(broker.url)
     async with connection:
-        read = await streams.read_offsets(connection, stream_name, wanted, timeout_s=10)
+        read = await read_offsets(connection, stream_name, wanted, timeout_s=10)
     assert {o: m.body for o, m in read.items()} == {o: bodies[o] for o in wanted}

@@ -25,8 +25,9 @@ from worker.amqp import checkpoints
 from worker.amqp.checkpoints import Chain, CheckpointFollower
 from worker.amqp.control import ControlFollower
 from worker.amqp.errors import BROKER_ERRORS, StreamUnavailable
+from worker.amqp.offsets import offset_at, read_offsets
 from worker.amqp.state import StateFollower
-from worker.amqp.streams import StreamFollower, caught_up, explain, offset_at, read_offsets
+from worker.amqp.streams import StreamFollower, caught_up, explain
 from worker.core.clock import Clock
 from worker.settings import WorkerSettings
 

@@ -21,6 +21,7 @@ from schemas.names import Names
 from worker.amqp.control import ControlFollower
 from worker.amqp.fence import Fence
 from worker.amqp.metrics import WorkerMetrics
+from worker.amqp.offsets import read_offsets
 from worker.amqp.outbox import Outbox
 from worker.amqp.plans import PlanHandler
 from worker.amqp.publisher import Publisher
@@ -28,7 +29,7 @@ from worker.amqp.records import RecordSink
 from worker.amqp.remote import RemoteSubsystems
 from worker.amqp.review import AmqpReviewSink
 from worker.amqp.state import StateFollower, records_in, records_messages
-from worker.amqp.streams import caught_up, read_offsets
+from worker.amqp.streams import caught_up
 from worker.amqp.topology import declare
 from worker.core.clock import Clock
 from worker.core.memory import FlagMemory, RecordMemory

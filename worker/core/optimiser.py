@@ -5,11 +5,12 @@
 0. pause: while paused (``pause()``, the operators' kill switch) -> SKIPPED "paused: <reason>",
    checked before each action, so a pause also stops the rest of a plan;
 1. cap: once ``max_enactments_per_cycle`` records exist, the rest are not looked at;
-2. then the guards of ``worker.core.guards``, in order: the seed's cool-down (per setting) and
-   hot-swap cap, then no-change, breaker, stabilization, bound (which may trim the move),
-   swap budget and change budget; each refusal is a record with the guard's reason;
+2. then the guards, in the order of their registry (``worker.core.guards.GUARDS``): the seed's
+   cool-down (per setting) and hot-swap cap, then no-change, breaker, stabilization, bound
+   (which may trim the move), swap budget and change budget; each refusal is a record with the
+   guard's reason;
 3. dry-run: SKIPPED, no subsystem touched;
-4. dispatch by kind: SUCCESS, FAILED, or SKIPPED.
+4. dispatch to the kind's owner (``worker.core.dispatch``): SUCCESS, FAILED, or SKIPPED.
 
 Every record goes through one ``learn()`` path, which the state stream uses too; a breaker
 that opens sends one review item. It never raises for a bad action or a failing subsystem:
@@ -23,7 +24,7 @@ import asyncio
 import hashlib
 import logging
 from collections import defaultdict
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Any, Protocol, runtime_checkable
 
@@ -34,11 +35,11 @@ from schemas import (
     EnactmentStatus,
     ImprovementAction,
 )
-from schemas.commands import Change, SubsystemCommand
 from worker.core.clock import Clock, SystemClock
 from worker.core.config import OptimiserConfig
+from worker.core.dispatch import Dispatcher
 from worker.core.effects import Effect, effect_of
-from worker.core.errors import ConfigError, ParameterError, PlanLost, SubsystemUnavailable
+from worker.core.errors import ConfigError, PlanLost
 from worker.core.guards import (
     LEARNED_FROM,
     PAUSE,
@@ -52,9 +53,8 @@ from worker.core.guards import (
     one_of,
 )
 from worker.core.metrics import OptimiserMetrics
-from worker.core.ports import ReviewSink, SubsystemResult, Subsystems
+from worker.core.ports import ReviewSink, Subsystems
 from worker.core.seed import QueueReviewSink, seed_subsystems
-from worker.core.verbs import OWNER_NAMES, VERBS
 
 __all__ = ["AsyncSelfOptimiser", "NullOptimiser", "OptimiserConfig", "SelfOptimiser"]
 
@@ -138,6 +138,9 @@ class AsyncSelfOptimiser:
         self._cfg = config or OptimiserConfig()
         self._clock: Clock = clock or SystemClock()
         self._metrics = metrics
+        self._dispatcher = Dispatcher(
+            self._subsystems, self._review, clock=self._clock, metrics=metrics
+        )
         self._guards: list[Guard] = build_guards()
         self._admitting = {
             kind: tuple(g for g in self._guards if kind in g.kinds) for kind in ActionKind
@@ -209,7 +212,7 @@ class AsyncSelfOptimiser:
                     dispatched = False
                 else:
                     try:
-                        record = await self._dispatch(admitted, cfg, plan_id, proceed)
+                        record = await self._dispatcher.dispatch(admitted, cfg, plan_id, proceed)
                     except PlanLost as lost:
                         log.warning("plan %s: %s", plan_id, lost)
                         break
@@ -316,137 +319,6 @@ class AsyncSelfOptimiser:
             self._stats.clear()
             for guard in self._guards:
                 guard.reset()
-
-    # ------------------------------------------------------------------ #
-    # Dispatcher                                                          #
-    # ------------------------------------------------------------------ #
-
-    async def _dispatch(
-        self,
-        effect: Effect,
-        cfg: OptimiserConfig,
-        plan_id: str,
-        proceed: Callable[[], bool] | None = None,
-    ) -> EnactmentRecord:
-        attempted_at = self._clock.now()
-        t0 = self._clock.monotonic()
-        action = effect.action
-        kind = action.action_kind
-        change: Change | None = None
-        if cfg.dry_run:
-            status, detail = SKIPPED, f"dry-run: would enact {kind.value}"
-        elif kind is NO_OP:
-            status, detail = SKIPPED, "no-op"
-        else:
-            status, detail, change = await self._apply(effect, cfg, plan_id, proceed)
-        if effect.note:
-            detail = f"{detail}; {effect.note}"
-        if status is FAILED:
-            log.warning(
-                "action %s (%s on %s) failed: %s", action.action_id, kind.value,
-                action.module_name, detail,
-            )  # fmt: skip
-        old, new = (None, None)
-        if status is SUCCESS and change is not None:
-            old, new = VERBS[kind].values(change)
-        return EnactmentRecord(
-            plan_id=plan_id,
-            action=action,
-            status=status,
-            detail=detail[:MAX_DETAIL_LENGTH],
-            duration_s=max(0.0, self._clock.monotonic() - t0),
-            attempted_at=attempted_at,
-            setting=effect.setting,
-            old=old,
-            new=new,
-            guard=effect.guard,
-        )
-
-    async def _apply(
-        self,
-        effect: Effect,
-        cfg: OptimiserConfig,
-        plan_id: str,
-        proceed: Callable[[], bool] | None,
-    ) -> tuple[EnactmentStatus, str, Change | None]:
-        """Call the subsystem that owns the action; every outcome becomes a status and a detail
-        (but ``PlanLost``: no outcome at all)."""
-        action = effect.action
-        try:
-            owner, call = self._prepare(effect, cfg, plan_id, proceed)
-        except ParameterError as exc:
-            return FAILED, str(exc), None
-        except SubsystemUnavailable as exc:
-            return SKIPPED, str(exc), None
-        answer: object
-        # The review sink is no subsystem: it bounds its own wait for the broker.
-        limit = None if action.action_kind is FLAG_FOR_REVIEW else cfg.subsystem_timeout_s
-        try:
-            async with asyncio.timeout(limit):
-                answer = await call
-        except SubsystemUnavailable as exc:
-            return SKIPPED, str(exc), None
-        except PlanLost:
-            raise
-        except TimeoutError:
-            answer = SubsystemResult(
-                False, f"{owner} did not answer within {cfg.subsystem_timeout_s:g}s"
-            )
-        except Exception as exc:
-            answer = SubsystemResult(False, f"{owner} raised {type(exc).__name__}: {exc}")
-        # A duck-typed port may answer anything; enact() must still not raise.
-        result = (
-            answer
-            if isinstance(answer, SubsystemResult)
-            else SubsystemResult(False, f"{owner} answered {type(answer).__name__}, not a result")
-        )
-        if action.action_kind is HOT_SWAP_MODULE and self._metrics is not None:
-            self._metrics.hot_swap(action.module_name, result.succeeded)
-        return (SUCCESS if result.succeeded else FAILED), result.detail, result.change
-
-    def _prepare(
-        self,
-        effect: Effect,
-        cfg: OptimiserConfig,
-        plan_id: str,
-        proceed: Callable[[], bool] | None,
-    ) -> tuple[str, Awaitable[SubsystemResult]]:
-        """The owner's name and the call to await; raises before anything is touched.
-
-        As in the seed, parameters are read before the subsystem is looked for.
-        """
-        if effect.error is not None:
-            raise effect.error
-        action = effect.action
-        if action.action_kind is FLAG_FOR_REVIEW:
-            return "review queue", self._submit_review(action, plan_id, proceed)
-        owner = VERBS[action.action_kind].owner
-        arguments = effect.arguments
-        assert owner is not None, f"{action.action_kind} has no owner"
-        assert arguments is not None, "an effect without an error has its arguments"
-        name, missing = OWNER_NAMES[owner]
-        port = self._subsystems.get(owner)
-        if port is None:
-            raise SubsystemUnavailable(missing)
-        now = self._clock.now()
-        command = SubsystemCommand(
-            action_id=action.action_id,
-            plan_id=plan_id[:128],
-            module=action.module_name,
-            arguments=arguments,
-            issued_at=now,
-            deadline=now + timedelta(seconds=cfg.subsystem_timeout_s),
-        )
-        return name, port.apply(command)
-
-    async def _submit_review(
-        self, action: ImprovementAction, plan_id: str, proceed: Callable[[], bool] | None
-    ) -> SubsystemResult:
-        if proceed is None:  # a sink of an embedder's may not know the argument
-            await self._review.submit(action, plan_id=plan_id)
-        else:
-            await self._review.submit(action, plan_id=plan_id, proceed=proceed)
-        return SubsystemResult(True, "queued for review")
 
     def _refused(
         self, plan_id: str, action: ImprovementAction, setting: str, refusal: Refusal

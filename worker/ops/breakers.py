@@ -18,8 +18,8 @@ from schemas.control import ControlCommand, ControlMessage
 from schemas.names import Names
 from worker.amqp.connection import one_shot
 from worker.amqp.control import ControlFollower
+from worker.amqp.offsets import last_offset
 from worker.amqp.state import StateFollower
-from worker.amqp.streams import last_offset
 from worker.core.clock import SystemClock
 from worker.core.errors import OptimiserError
 from worker.core.guards import BreakerView
