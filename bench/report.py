@@ -137,7 +137,7 @@ def _idle_p99(latencies: list[dict[str, Any]]) -> float | None:
 
 
 def markdown(e2e: dict[str, Any], summary: dict[str, Any]) -> str:
-    """The tables the README shows."""
+    """The tables bench/README.md shows."""
     lines = [
         "| curve | point | " + " | ".join(CANDIDATES) + " | worker vs relay |",
         "|---" * 6 + "|",

@@ -1,9 +1,9 @@
 """The shipped JSON Schemas in ajv, the validator most non-Python clients use.
 
 Every schema in ``schemas/json/`` must compile with ajv's 2020-12 class (``ajv/dist/2020``) in
-strict mode with ajv-formats, as the README tells clients to; ajv must accept what the worker
-accepts and refuse what it refuses (the contract corpus of ``test_contract.py``), but for the
-differences the README lists. Run by ``tests/js/compile_schemas.mjs``.
+strict mode with ajv-formats, as docs/wire-contract.md tells clients to; ajv must accept what the
+worker accepts and refuse what it refuses (the contract corpus of ``test_contract.py``), but for
+the differences docs/wire-contract.md lists. Run by ``tests/js/compile_schemas.mjs``.
 """
 
 from __future__ import annotations
@@ -54,7 +54,7 @@ INVALID: dict[str, tuple[str, Any]] = {
     "a pause without its time": ("control", {"command": "pause"}),
 }
 
-#: Where ajv-formats judges otherwise than the worker, and what the README's wire contract says.
+#: Where ajv-formats judges otherwise than the worker, and what docs/wire-contract.md says.
 AJV_DIFFERS = {"a leap second": "ajv-formats accepts a leap second"}
 
 
@@ -109,8 +109,8 @@ def test_ajv_and_the_worker_agree_on_the_contract_corpus(ajv: dict[str, Any], ca
     worker_reads = CORPUS[case][1]
     if case in AJV_DIFFERS:
         assert ajv["verdicts"][case]["valid"] is not worker_reads
-        readme = " ".join((Path(__file__).parent.parent / "README.md").read_text().split())
-        assert AJV_DIFFERS[case] in readme, "the README's wire contract says so"
+        page = Path(__file__).parent.parent / "docs" / "wire-contract.md"
+        assert AJV_DIFFERS[case] in " ".join(page.read_text().split()), "the page says so"
     else:
         assert ajv["verdicts"][case]["valid"] is worker_reads, ajv["verdicts"][case]["errors"]
 

@@ -3,7 +3,7 @@
 A corpus of hostile bodies (what a Node.js planner and a fuzzer sent) and bodies hypothesis
 generates are each judged twice: by ``jsonschema`` with the shipped ``plan.schema.json`` (2020-12,
 formats checked) and by the worker's decoder. They must agree, but for the cases a JSON Schema
-cannot express, which the README's wire contract lists (``SCHEMA_CANNOT``).
+cannot express, which docs/wire-contract.md lists (``SCHEMA_CANNOT``).
 """
 
 from __future__ import annotations
@@ -55,7 +55,7 @@ def body(document: object) -> bytes:
     return json.dumps(document, ensure_ascii=False).encode("utf-8", "surrogatepass")
 
 
-#: What a JSON Schema cannot say: listed in the README's wire contract, refused by the worker.
+#: What a JSON Schema cannot say: listed in docs/wire-contract.md, refused by the worker.
 SCHEMA_CANNOT = {
     "duplicate action ids": body(plan(action(), action())),
     "an integer written as 1.0": body(plan(action(priority=1.0))),
@@ -116,8 +116,8 @@ def test_the_schema_and_the_worker_agree_on_the_corpus(case: str) -> None:
 @pytest.mark.parametrize("case", list(SCHEMA_CANNOT))
 def test_what_the_schema_cannot_express_the_worker_refuses(case: str) -> None:
     assert not worker_reads(SCHEMA_CANNOT[case])
-    readme = (Path(__file__).parent.parent / "README.md").read_text()
-    assert case in readme, "the README's wire contract lists it"
+    readme = (Path(__file__).parent.parent / "docs" / "wire-contract.md").read_text()
+    assert case in readme, "docs/wire-contract.md lists it"
 
 
 # --- generated plans: valid ones, and ones broken in one field ---------------------------

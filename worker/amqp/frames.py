@@ -13,7 +13,7 @@ strings need nothing: pamqp already returns their bytes.
 
 It replaces three entries of pamqp's decoder tables and checks first that they are the ones
 this was written against, so a pamqp that changed fails loudly here instead of silently
-decoding otherwise (reported upstream: see the README's "Hostile input").
+decoding otherwise (docs/wire-contract.md says what a client cannot read).
 """
 
 from __future__ import annotations

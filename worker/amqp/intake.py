@@ -106,7 +106,7 @@ def _encodable(headers: Mapping[str, object]) -> dict[str, Any]:
     A long string that is not UTF-8 arrives as ``bytes``, which pamqp will not encode: it goes
     back as a byte array (type ``x``, the same bytes). Lists and tables are walked. A 64-bit
     float (``d``, what Node.js's amqplib sends) goes back as pamqp encodes every float, 32-bit
-    (``f``): the one change, written in the README.
+    (``f``): the one change, written in docs/wire-contract.md.
     """
     return {key: _intact(value) for key, value in headers.items()}
 
