@@ -18,6 +18,7 @@ import aiormq
 from prometheus_client import CollectorRegistry
 
 from schemas.names import Names
+from worker.amqp.context import Context
 from worker.amqp.errors import PublishFailed, StreamUnavailable
 from worker.amqp.fence import Fence
 from worker.amqp.metrics import WorkerMetrics
@@ -34,6 +35,7 @@ from worker.core.optimiser import AsyncSelfOptimiser
 from worker.core.planstep import PlanStep
 from worker.core.ports import Subsystems
 from worker.core.seed import QueueReviewSink
+from worker.settings import WorkerSettings
 
 _tags = itertools.count(1)
 
@@ -158,34 +160,25 @@ class Harness:
             most=8,
             wait_s=0.002,
         )
-        records = RecordSink(
-            outbox, names=self.names, state=self.state, metrics=self.metrics, clock=clock
-        )
-        self.fence = Fence(
-            catch_up=self._catch_up,
-            state=self.state,
-            followers=(),
-            records=records,
-            metrics=self.metrics,
+        context = Context(
+            settings=WorkerSettings(
+                namespace=self.names.namespace,
+                max_plan_bytes=self.max_plan_bytes,
+                takeover_wait_s=0.0,
+                fence_timeout_s=0.1,
+                fence_reuse_s=0.0,
+            ),
+            names=self.names,
             clock=clock,
-            reuse_s=0.0,
+            metrics=self.metrics,
+            optimiser_metrics=OptimiserMetrics(CollectorRegistry()),
             stopping=lambda: self.stopping,
             move_node=self._move_node,
         )
-        self.handler = PlanHandler(
-            step=PlanStep(self.optimiser, self.memory, clock=clock),
-            fence=self.fence,
-            records=records,
-            outbox=outbox,
-            publisher=self.publisher,  # type: ignore[arg-type]
-            names=self.names,
-            metrics=self.metrics,
-            clock=clock,
-            max_plan_bytes=self.max_plan_bytes,
-            takeover_wait_s=0.0,
-            fence_timeout_s=0.1,
-            stopping=lambda: self.stopping,
-        )
+        records = RecordSink(context, outbox, self.state)
+        self.fence = Fence(context, catch_up=self._catch_up, followers=(), records=records)
+        step = PlanStep(self.optimiser, self.memory, clock=clock)
+        self.handler = PlanHandler(context, step, self.fence, records)
 
     async def _catch_up(self) -> None:
         await asyncio.sleep(0)

@@ -18,10 +18,10 @@ import aiormq
 
 from schemas.logs import CHECKPOINT_CONTENT_TYPE, CHECKPOINT_TYPE, encode_checkpoint
 from worker.amqp.checkpoints import CheckpointFollower, write
+from worker.amqp.context import Context
 from worker.amqp.errors import BROKER_ERRORS, PublishFailed
 from worker.amqp.publisher import PERSISTENT, Publisher
 from worker.amqp.state import StateFollower
-from worker.core.clock import Clock
 
 log = logging.getLogger(__name__)
 
@@ -42,24 +42,21 @@ class CheckpointWriter:
 
     def __init__(
         self,
-        *,
-        state: StateFollower,
+        context: Context,
         reader: CheckpointFollower,
         publisher: Publisher,
-        exchange: str,
+        *,
+        state: StateFollower,
         handled: Callable[[], int],
-        every_records: int,
-        every_s: float,
-        clock: Clock,
     ) -> None:
-        self._state = state
         self._reader = reader
         self._publisher = publisher
-        self._exchange = exchange
+        self._exchange = context.names.checkpoints
+        self._every_records = context.settings.checkpoint_records
+        self._every_s = context.settings.checkpoint_interval_s
+        self._clock = context.clock
+        self._state = state
         self._handled = handled
-        self._every_records = every_records
-        self._every_s = every_s
-        self._clock = clock
         reader.on_covered = state.covered
 
     async def run(self) -> None:

@@ -22,14 +22,12 @@ from typing import Final
 
 from aiormq.abc import DeliveredMessage
 
+from worker.amqp.context import Context
 from worker.amqp.deliveries import owned
 from worker.amqp.errors import BROKER_ERRORS, StreamUnavailable
-from worker.amqp.metrics import WorkerMetrics
 from worker.amqp.outcome import STOPPING, Fate, Outcome
 from worker.amqp.records import RETRY_FIRST_S, RETRY_MAX_S, RecordSink
-from worker.amqp.state import StateFollower
 from worker.amqp.streams import StreamFollower
-from worker.core.clock import Clock
 
 log = logging.getLogger(__name__)
 
@@ -77,26 +75,18 @@ class Fence:
 
     def __init__(
         self,
+        context: Context,
         *,
         catch_up: Callable[[], Awaitable[None]],
-        state: StateFollower,
         followers: Sequence[StreamFollower],
         records: RecordSink,
-        metrics: WorkerMetrics,
-        clock: Clock,
-        reuse_s: float,
-        stopping: Callable[[], bool],
-        move_node: Callable[[], Awaitable[None]],
     ) -> None:
+        self._context = context
         self._catch_up = catch_up
-        self._state = state
+        self._state = records.state
         self._followers = followers
         self._records = records
-        self._metrics = metrics
-        self._clock = clock
-        self._reuse_s = reuse_s
-        self._stopping = stopping
-        self._move_node = move_node
+        self._clock = context.clock
         self._last: Fenced | None = None
 
     async def before(self, plan_id: str, delivery: DeliveredMessage) -> Outcome | None:
@@ -105,7 +95,8 @@ class Fence:
         channel = delivery.channel if owned(delivery) else None
         asked = self._clock.monotonic()
         redelivered = bool(delivery.redelivered)
-        if serves(self._last, channel, redelivered=redelivered, now=asked, reuse_s=self._reuse_s):
+        reuse_s = self._context.settings.fence_reuse_s
+        if serves(self._last, channel, redelivered=redelivered, now=asked, reuse_s=reuse_s):
             return None
         delay, failed = RETRY_FIRST_S, 0
         while True:
@@ -115,7 +106,7 @@ class Fence:
             except (StreamUnavailable, *BROKER_ERRORS) as exc:
                 if not owned(delivery):
                     return _LOST
-                if self._stopping():
+                if self._context.stopping():
                     return STOPPING
                 log.warning(
                     "plan %s: the state streams were not read up to now (%s); not enacting it "
@@ -151,7 +142,7 @@ class Fence:
         it and still not read were lost by the stream; publish them again."""
         lost = self._state.lost(before=before)
         if lost:
-            self._metrics.records_resent.inc(len(lost))
+            self._context.metrics.records_resent.inc(len(lost))
             log.warning(
                 "%d record(s) this worker published are missing from %s (the stream lost "
                 "them); writing them to it again",
@@ -166,7 +157,7 @@ class Fence:
             log.warning(
                 "%d fences in a row failed: reconnecting through the next broker address", failed
             )
-            await self._move_node()
+            await self._context.move_node()
             return
         for follower in self._followers:
             try:

@@ -57,7 +57,7 @@ class Outbox:
         most: int,
         wait_s: float,
     ) -> None:
-        self._publisher = publisher
+        self.publisher = publisher
         self._state = state
         self._most = max(1, most)
         self._wait_s = wait_s
@@ -123,7 +123,7 @@ class Outbox:
         messages = [message for handed in taken for message in handed.messages]
         logged = self._state([body for part in state for body in part.bodies]) if state else []
         try:
-            outcomes = await self._publisher.publish_bodies(messages + logged)
+            outcomes = await self.publisher.publish_bodies(messages + logged)
         except asyncio.CancelledError:
             for handed in taken:
                 handed.sent.cancel()

@@ -15,23 +15,18 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import Counter
-from collections.abc import Callable
 from typing import Final
 
 from aiormq.abc import DeliveredMessage
 
 from schemas import EnactmentRecord, EnactmentStatus, Plan
-from schemas.names import Names
+from worker.amqp.context import Context
 from worker.amqp.deliveries import owned, settle
 from worker.amqp.errors import BROKER_ERRORS, PublishFailed, StreamUnavailable
 from worker.amqp.fence import LOST_AFTER_S, Fence
 from worker.amqp.intake import parked, read_plan
-from worker.amqp.metrics import WorkerMetrics
-from worker.amqp.outbox import Outbox
 from worker.amqp.outcome import STOPPING, Fate, Outcome, Unreadable, requeued
-from worker.amqp.publisher import Publisher
 from worker.amqp.records import RecordSink
-from worker.core.clock import Clock
 from worker.core.errors import cancelled_here
 from worker.core.planstep import PlanStep
 
@@ -45,34 +40,15 @@ RETRY_AFTER_S: Final = 1.0
 class PlanHandler:
     """Handles each delivered plan (see the module docstring)."""
 
-    def __init__(
-        self,
-        *,
-        step: PlanStep,
-        fence: Fence,
-        records: RecordSink,
-        outbox: Outbox,
-        publisher: Publisher,
-        names: Names,
-        metrics: WorkerMetrics,
-        clock: Clock,
-        max_plan_bytes: int,
-        takeover_wait_s: float,
-        fence_timeout_s: float,
-        stopping: Callable[[], bool],
-    ) -> None:
+    def __init__(self, context: Context, step: PlanStep, fence: Fence, records: RecordSink) -> None:
+        self._context = context
+        self._settings = context.settings
+        self._names, self._metrics, self._clock = context.names, context.metrics, context.clock
         self._step = step
         self._fence = fence
         self._records = records
-        self._outbox = outbox
-        self._publisher = publisher
-        self._names = names
-        self._metrics = metrics
-        self._clock = clock
-        self._max_plan_bytes = max_plan_bytes
-        self._takeover_wait_s = takeover_wait_s
-        self._fence_timeout_s = fence_timeout_s
-        self._stopping = stopping
+        self._outbox = records.outbox
+        self._publisher = records.outbox.publisher
         self._turn = asyncio.Lock()  # FIFO: plans are enacted in delivery order
         self._in_hand: set[asyncio.Task[None]] = set()
         self.handled = 0  # plans enacted: the worker that enacts writes the checkpoints
@@ -130,7 +106,7 @@ class PlanHandler:
         await self._settle(delivery, outcome, started)
 
     async def _decide(self, delivery: DeliveredMessage, arrived: float) -> Outcome:
-        plan = read_plan(delivery, self._max_plan_bytes)
+        plan = read_plan(delivery, self._settings.max_plan_bytes)
         if isinstance(plan, Unreadable):
             return Outcome(Fate.PARKED, unreadable=plan, level=logging.WARNING)
         with self._outbox.holding():
@@ -158,8 +134,10 @@ class PlanHandler:
                 log.info("plan %s redelivered (delivery count %s)", plan.plan_id, count)
                 # The worker that had it may have enacted part of it, its records still in
                 # flight (its node failed under them); they are resent once it reconnects.
-                await asyncio.sleep(arrived + self._takeover_wait_s - self._clock.monotonic())
-            if self._stopping():
+                await asyncio.sleep(
+                    arrived + self._settings.takeover_wait_s - self._clock.monotonic()
+                )
+            if self._context.stopping():
                 return _of(plan, STOPPING)
             fenced = await self._fence.before(plan.plan_id, delivery)
             if fenced is not None:
@@ -190,7 +168,7 @@ class PlanHandler:
             async with self._turn:
                 found = await self._fence.look_for_lost()
             if not found:
-                await asyncio.sleep(self._fence_timeout_s)
+                await asyncio.sleep(self._settings.fence_timeout_s)
 
     # --- settling: the one place ------------------------------------------------------------
 

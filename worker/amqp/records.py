@@ -19,13 +19,11 @@ import aiormq
 from schemas import EnactmentRecord, encode, routing_key
 from schemas.codec import JSON
 from schemas.logs import RECORD_TYPE
-from schemas.names import Names
+from worker.amqp.context import Context
 from worker.amqp.errors import PublishFailed
-from worker.amqp.metrics import WorkerMetrics
 from worker.amqp.outbox import Outbox
 from worker.amqp.publisher import PERSISTENT, Outgoing
 from worker.amqp.state import StateFollower
-from worker.core.clock import Clock
 
 log = logging.getLogger(__name__)
 
@@ -37,20 +35,10 @@ RETRY_MAX_S: Final = 10.0
 class RecordSink:
     """Publishes records to ``N.results`` and the state log, until confirmed."""
 
-    def __init__(
-        self,
-        outbox: Outbox,
-        *,
-        names: Names,
-        state: StateFollower,
-        metrics: WorkerMetrics,
-        clock: Clock,
-    ) -> None:
-        self._outbox = outbox
-        self._names = names
-        self._state = state
-        self._metrics = metrics
-        self._clock = clock
+    def __init__(self, context: Context, outbox: Outbox, state: StateFollower) -> None:
+        self.outbox = outbox
+        self.state = state
+        self._names, self._metrics, self._clock = context.names, context.metrics, context.clock
 
     async def publish(
         self,
@@ -63,13 +51,13 @@ class RecordSink:
         return how many records reached no queue on ``N.results``."""
         if state is None:
             state = [r for r in records if not r.replay]
-        self._state.expect_back(state)
+        self.state.expect_back(state)
         unroutable, delay = 0, RETRY_FIRST_S
         while True:
             failed, state_failed, returned = await self._publish_once(records, state)
             unroutable += returned
             if state and state_failed is None:
-                self._state.confirmed(state, self._clock.monotonic())
+                self.state.confirmed(state, self._clock.monotonic())
             if not failed and state_failed is None:
                 return unroutable
             self._metrics.publish_failures.labels("results").inc()
@@ -92,7 +80,7 @@ class RecordSink:
         was bound to receive."""
         names = self._names
         bodies = {id(r): encode(r) for r in (*records, *state)}
-        sent = await self._outbox.publish(
+        sent = await self.outbox.publish(
             [
                 Outgoing(names.results_exchange, routing_key(r), bodies[id(r)], _properties(r))
                 for r in records

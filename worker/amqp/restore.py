@@ -20,16 +20,14 @@ import aiormq
 import msgspec
 from aio_pika.abc import AbstractExchange, AbstractRobustConnection
 
-from schemas.names import Names
 from worker.amqp import checkpoints
 from worker.amqp.checkpoints import Chain, CheckpointFollower
+from worker.amqp.context import Context
 from worker.amqp.control import ControlFollower
 from worker.amqp.errors import BROKER_ERRORS, StreamUnavailable
 from worker.amqp.offsets import offset_at, read_offsets
 from worker.amqp.state import StateFollower
 from worker.amqp.streams import StreamFollower, caught_up, explain
-from worker.core.clock import Clock
-from worker.settings import WorkerSettings
 
 log = logging.getLogger(__name__)
 
@@ -53,20 +51,17 @@ class Restore:
 
     def __init__(
         self,
-        settings: WorkerSettings,
+        context: Context,
         connection: AbstractRobustConnection,
         *,
         markers: AbstractExchange,
         checkpoint_exchange: AbstractExchange,
-        clock: Clock,
         say: Callable[[str], None],
     ) -> None:
-        self._settings = settings
-        self._names = Names(settings.namespace)
+        self._settings, self._names, self._clock = context.settings, context.names, context.clock
         self._connection = connection
         self._markers = markers
         self._checkpoint_exchange = checkpoint_exchange
-        self._clock = clock
         self._say = say  # how far it got, for /readyz
 
     async def run(

@@ -5,7 +5,7 @@ plan handler with its fence, record sink and outbox."""
 from __future__ import annotations
 
 import functools
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Final
 
@@ -18,9 +18,9 @@ from aio_pika.abc import (
 
 from schemas import EnactmentRecord
 from schemas.names import Names
+from worker.amqp.context import Context
 from worker.amqp.control import ControlFollower
 from worker.amqp.fence import Fence
-from worker.amqp.metrics import WorkerMetrics
 from worker.amqp.offsets import read_offsets
 from worker.amqp.outbox import Outbox
 from worker.amqp.plans import PlanHandler
@@ -33,7 +33,6 @@ from worker.amqp.streams import caught_up
 from worker.amqp.topology import declare
 from worker.core.clock import Clock
 from worker.core.memory import FlagMemory, RecordMemory
-from worker.core.metrics import OptimiserMetrics
 from worker.core.optimiser import AsyncSelfOptimiser
 from worker.core.planstep import PlanStep
 from worker.core.ports import Subsystems
@@ -48,6 +47,7 @@ GROUP_WAIT_S: Final = 0.002
 class Parts:
     """What the lifecycle starts, watches and stops."""
 
+    context: Context
     consume_channel: AbstractRobustChannel
     publish_channel: AbstractChannel
     publisher: Publisher
@@ -56,19 +56,6 @@ class Parts:
     state: StateFollower
     control: ControlFollower
     handler: PlanHandler
-
-
-@dataclass(frozen=True, slots=True)
-class Context:
-    """What every part is built from."""
-
-    settings: WorkerSettings
-    names: Names
-    clock: Clock
-    metrics: WorkerMetrics
-    optimiser_metrics: OptimiserMetrics
-    stopping: Callable[[], bool]
-    move_node: Callable[[], Awaitable[None]]
 
 
 async def build(
@@ -116,6 +103,7 @@ async def build(
     state = StateFollower(memory, optimiser, names, clock=clock, flags=flags)
     control = ControlFollower(names, optimiser)
     return Parts(
+        context=context,
         consume_channel=consume_channel,
         publish_channel=publish_channel,
         publisher=publisher,
@@ -145,8 +133,7 @@ def _handler(
     state: StateFollower,
     control: ControlFollower,
 ) -> PlanHandler:
-    settings, names, clock = context.settings, context.names, context.clock
-    metrics = context.metrics
+    settings, names = context.settings, context.names
     followers = (state, control)
 
     async def catch_up() -> None:
@@ -160,32 +147,10 @@ def _handler(
         most=settings.prefetch // 4,
         wait_s=GROUP_WAIT_S,
     )
-    records = RecordSink(outbox, names=names, state=state, metrics=metrics, clock=clock)
-    fence = Fence(
-        catch_up=catch_up,
-        state=state,
-        followers=followers,
-        records=records,
-        metrics=metrics,
-        clock=clock,
-        reuse_s=settings.fence_reuse_s,
-        stopping=context.stopping,
-        move_node=context.move_node,
-    )
-    return PlanHandler(
-        step=PlanStep(optimiser, memory, clock=clock, metrics=context.optimiser_metrics),
-        fence=fence,
-        records=records,
-        outbox=outbox,
-        publisher=publisher,
-        names=names,
-        metrics=metrics,
-        clock=clock,
-        max_plan_bytes=settings.max_plan_bytes,
-        takeover_wait_s=settings.takeover_wait_s,
-        fence_timeout_s=settings.fence_timeout_s,
-        stopping=context.stopping,
-    )
+    records = RecordSink(context, outbox, state)
+    fence = Fence(context, catch_up=catch_up, followers=followers, records=records)
+    step = PlanStep(optimiser, memory, clock=context.clock, metrics=context.optimiser_metrics)
+    return PlanHandler(context, step, fence, records)
 
 
 async def _remote(context: Context, connection: AbstractRobustConnection) -> Subsystems:

@@ -24,6 +24,7 @@ from worker.amqp.checkpointing import CheckpointWriter
 from worker.amqp.checkpoints import CheckpointFollower
 from worker.amqp.connection import connect
 from worker.amqp.consumer import PlanConsumer
+from worker.amqp.context import Context
 from worker.amqp.control import ControlFollower, describe
 from worker.amqp.errors import BROKER_ERRORS
 from worker.amqp.gauges import poll_queues
@@ -146,7 +147,7 @@ class Worker:
         # One line of our own each way, whatever the libraries say about the reconnect.
         consuming.close_callbacks.add(self._lost)
         consuming.reconnect_callbacks.add(self._back)
-        context = wiring.Context(
+        context = Context(
             settings=settings,
             names=self.names,
             clock=self.clock,
@@ -157,8 +158,8 @@ class Worker:
         )
         parts = await wiring.build(context, consuming, publishing, self._subsystems)
         restore = Restore(
-            settings, consuming, markers=parts.markers, checkpoint_exchange=parts.checkpoints,
-            clock=self.clock, say=self._say,
+            context, consuming, markers=parts.markers, checkpoint_exchange=parts.checkpoints,
+            say=self._say,
         )  # fmt: skip
         restored = await restore.run(parts.state, parts.control, stop)
         if restored is None:
@@ -186,14 +187,11 @@ class Worker:
         self._watchers.append(asyncio.create_task(parts.handler.watch_lost()))
         if self._checkpoints is not None:
             writer = CheckpointWriter(
+                parts.context,
+                self._checkpoints,
+                parts.publisher,
                 state=parts.state,
-                reader=self._checkpoints,
-                publisher=parts.publisher,
-                exchange=parts.checkpoints.name,
                 handled=lambda: parts.handler.handled,
-                every_records=self.settings.checkpoint_records,
-                every_s=self.settings.checkpoint_interval_s,
-                clock=self.clock,
             )
             self._watchers.append(asyncio.create_task(writer.run()))
         await stop.wait()

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any, TypeVar
 
 from worker.core.errors import ConfigError
+from worker.core.parameters import Allowed
 
 T = TypeVar("T")
 
@@ -107,6 +108,18 @@ class OptimiserConfig:
     breaker_cool_off_s: float = setting(
         600.0, "An open breaker lets one trial through after this many seconds (half-open)."
     )
+
+    @property
+    def suggested_delta(self) -> Allowed:
+        """TUNE_THRESHOLD's ``suggested_delta``: its default and range."""
+        return Allowed(
+            self.default_suggested_delta, self.min_suggested_delta, self.max_suggested_delta
+        )
+
+    @property
+    def budget_factor(self) -> Allowed:
+        """INCREASE_BUDGET's ``budget_factor``: its default and range."""
+        return Allowed(self.default_budget_factor, self.min_budget_factor, self.max_budget_factor)
 
     def __post_init__(self) -> None:
         for each in fields(self):

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from datetime import timedelta
 
 from schemas import (
@@ -26,30 +27,24 @@ from worker.core.verbs import OWNER_NAMES, VERBS
 
 log = logging.getLogger(__name__)
 
+# Enum attribute lookups cost a Python-level call; the hot path (and the optimiser's) uses these.
 SUCCESS = EnactmentStatus.SUCCESS
 FAILED = EnactmentStatus.FAILED
 SKIPPED = EnactmentStatus.SKIPPED
-# Enum attribute lookups cost a Python-level call; the hot path uses these names.
+RATE_LIMITED = EnactmentStatus.RATE_LIMITED
 NO_OP = ActionKind.NO_OP
 HOT_SWAP_MODULE = ActionKind.HOT_SWAP_MODULE
 FLAG_FOR_REVIEW = ActionKind.FLAG_FOR_REVIEW
 
 
+@dataclass(frozen=True, slots=True)
 class Dispatcher:
     """Calls the owner of each admitted action: a subsystem port, or the review sink."""
 
-    def __init__(
-        self,
-        subsystems: Subsystems,
-        review: ReviewSink,
-        *,
-        clock: Clock,
-        metrics: OptimiserMetrics | None,
-    ) -> None:
-        self._subsystems = subsystems
-        self._review = review
-        self._clock = clock
-        self._metrics = metrics
+    subsystems: Subsystems
+    review: ReviewSink
+    clock: Clock
+    metrics: OptimiserMetrics | None
 
     async def dispatch(
         self,
@@ -58,8 +53,8 @@ class Dispatcher:
         plan_id: str,
         proceed: Callable[[], bool] | None = None,
     ) -> EnactmentRecord:
-        attempted_at = self._clock.now()
-        t0 = self._clock.monotonic()
+        attempted_at = self.clock.now()
+        t0 = self.clock.monotonic()
         action = effect.action
         kind = action.action_kind
         change: Change | None = None
@@ -84,7 +79,7 @@ class Dispatcher:
             action=action,
             status=status,
             detail=detail[:MAX_DETAIL_LENGTH],
-            duration_s=max(0.0, self._clock.monotonic() - t0),
+            duration_s=max(0.0, self.clock.monotonic() - t0),
             attempted_at=attempted_at,
             setting=effect.setting,
             old=old,
@@ -130,8 +125,8 @@ class Dispatcher:
             if isinstance(answer, SubsystemResult)
             else SubsystemResult(False, f"{owner} answered {type(answer).__name__}, not a result")
         )
-        if action.action_kind is HOT_SWAP_MODULE and self._metrics is not None:
-            self._metrics.hot_swap(action.module_name, result.succeeded)
+        if action.action_kind is HOT_SWAP_MODULE and self.metrics is not None:
+            self.metrics.hot_swap(action.module_name, result.succeeded)
         return (SUCCESS if result.succeeded else FAILED), result.detail, result.change
 
     def _prepare(
@@ -155,10 +150,10 @@ class Dispatcher:
         assert owner is not None, f"{action.action_kind} has no owner"
         assert arguments is not None, "an effect without an error has its arguments"
         name, missing = OWNER_NAMES[owner]
-        port = self._subsystems.get(owner)
+        port = self.subsystems.get(owner)
         if port is None:
             raise SubsystemUnavailable(missing)
-        now = self._clock.now()
+        now = self.clock.now()
         command = SubsystemCommand(
             action_id=action.action_id,
             plan_id=plan_id[:128],
@@ -173,7 +168,7 @@ class Dispatcher:
         self, action: ImprovementAction, plan_id: str, proceed: Callable[[], bool] | None
     ) -> SubsystemResult:
         if proceed is None:  # a sink of an embedder's may not know the argument
-            await self._review.submit(action, plan_id=plan_id)
+            await self.review.submit(action, plan_id=plan_id)
         else:
-            await self._review.submit(action, plan_id=plan_id, proceed=proceed)
+            await self.review.submit(action, plan_id=plan_id, proceed=proceed)
         return SubsystemResult(True, "queued for review")

@@ -167,22 +167,16 @@ class OptimiserMetrics(Collector):
         for kind, histogram in ({} if empty else dict(self.enact_duration)).items():
             durations.add_metric([str(kind)], histogram.cumulative(), sum_value=histogram.total)
         yield durations
-        refusals = CounterMetricFamily(
+        yield _by_guard(
             "asi_optimiser_guard_refusals",
             "Actions refused by a guardrail (every refusal is a record), by guard.",
-            labels=["guard"],
+            {} if empty else self.guard_refusals,
         )
-        for guard, count in ({} if empty else dict(self.guard_refusals)).items():
-            refusals.add_metric([guard], count)
-        yield refusals
-        escalations = CounterMetricFamily(
+        yield _by_guard(
             "asi_optimiser_escalations",
             "Review items a guardrail sent to people (a circuit breaker that opened), by guard.",
-            labels=["guard"],
+            {} if empty else self.escalations,
         )
-        for guard, count in ({} if empty else dict(self.escalations)).items():
-            escalations.add_metric([guard], count)
-        yield escalations
         breakers = GaugeMetricFamily(
             "asi_optimiser_breaker_open",
             "1 while the circuit breaker of (module, action_kind) is open or half-open, else 0.",
@@ -199,4 +193,11 @@ def _counter(
     family = CounterMetricFamily(name, documentation, labels=labels)
     for label_values, value in dict(values).items():  # a copy: the loop may be counting
         family.add_metric([str(label) for label in label_values], value)
+    return family
+
+
+def _by_guard(name: str, documentation: str, counts: dict[str, int]) -> CounterMetricFamily:
+    family = CounterMetricFamily(name, documentation, labels=["guard"])
+    for guard, count in dict(counts).items():  # a copy: the loop may be counting
+        family.add_metric([guard], count)
     return family

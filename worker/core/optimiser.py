@@ -32,12 +32,11 @@ from schemas import (
     MAX_DETAIL_LENGTH,
     ActionKind,
     EnactmentRecord,
-    EnactmentStatus,
     ImprovementAction,
 )
 from worker.core.clock import Clock, SystemClock
 from worker.core.config import OptimiserConfig
-from worker.core.dispatch import Dispatcher
+from worker.core.dispatch import FAILED, FLAG_FOR_REVIEW, RATE_LIMITED, SKIPPED, SUCCESS, Dispatcher
 from worker.core.effects import Effect, effect_of
 from worker.core.errors import ConfigError, PlanLost
 from worker.core.guards import (
@@ -59,15 +58,6 @@ from worker.core.seed import QueueReviewSink, seed_subsystems
 __all__ = ["AsyncSelfOptimiser", "NullOptimiser", "OptimiserConfig", "SelfOptimiser"]
 
 log = logging.getLogger(__name__)
-
-SUCCESS = EnactmentStatus.SUCCESS
-FAILED = EnactmentStatus.FAILED
-SKIPPED = EnactmentStatus.SKIPPED
-RATE_LIMITED = EnactmentStatus.RATE_LIMITED
-# Enum attribute lookups cost a Python-level call; the hot path uses these names.
-NO_OP = ActionKind.NO_OP
-HOT_SWAP_MODULE = ActionKind.HOT_SWAP_MODULE
-FLAG_FOR_REVIEW = ActionKind.FLAG_FOR_REVIEW
 
 
 @runtime_checkable
@@ -138,9 +128,7 @@ class AsyncSelfOptimiser:
         self._cfg = config or OptimiserConfig()
         self._clock: Clock = clock or SystemClock()
         self._metrics = metrics
-        self._dispatcher = Dispatcher(
-            self._subsystems, self._review, clock=self._clock, metrics=metrics
-        )
+        self._dispatcher = Dispatcher(self._subsystems, self._review, self._clock, metrics)
         self._guards: list[Guard] = build_guards()
         self._admitting = {
             kind: tuple(g for g in self._guards if kind in g.kinds) for kind in ActionKind

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 import re
-from typing import Final
+from typing import Final, NamedTuple
 
 from worker.core.errors import ParameterError
 
@@ -39,10 +39,18 @@ def text(parameters: dict[str, str], name: str, *, default: str, most: int) -> s
     return value
 
 
-def number(
-    parameters: dict[str, str], name: str, *, default: float, low: float, high: float
-) -> float:
-    """Read a finite number in ``[low, high]`` from ``parameters[name]`` (``default`` if absent)."""
+class Allowed(NamedTuple):
+    """What a numeric parameter may be: its default (when absent) and its range."""
+
+    default: float
+    low: float
+    high: float
+
+
+def number(parameters: dict[str, str], name: str, allowed: Allowed) -> float:
+    """Read a finite number in ``allowed``'s range from ``parameters[name]`` (its default if
+    absent)."""
+    default, low, high = allowed
     raw = parameters.get(name)
     if raw is None:
         return default

@@ -102,26 +102,14 @@ def _threshold_setting(module: str, config: OptimiserConfig) -> str:
 
 
 def _tune(parameters: Parameters, config: OptimiserConfig) -> TuneThreshold:
-    delta = number(
-        parameters,
-        SUGGESTED_DELTA,
-        default=config.default_suggested_delta,
-        low=config.min_suggested_delta,
-        high=config.max_suggested_delta,
-    )
+    delta = number(parameters, SUGGESTED_DELTA, config.suggested_delta)
     return TuneThreshold(
         delta=delta, floor_ms=config.threshold_floor_ms, ceiling_ms=config.threshold_ceiling_ms
     )
 
 
 def _budget(parameters: Parameters, config: OptimiserConfig) -> IncreaseBudget:
-    factor = number(
-        parameters,
-        BUDGET_FACTOR,
-        default=config.default_budget_factor,
-        low=config.min_budget_factor,
-        high=config.max_budget_factor,
-    )
+    factor = number(parameters, BUDGET_FACTOR, config.budget_factor)
     return IncreaseBudget(
         factor=factor,
         default_s=config.default_budget_s,

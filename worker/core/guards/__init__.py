@@ -10,16 +10,7 @@ from __future__ import annotations
 from typing import Final, TypeVar
 
 from worker.core.config import OptimiserConfig
-from worker.core.guards.base import (
-    LEARNED_FROM,
-    Escalation,
-    Guard,
-    Instant,
-    Refusal,
-    factor_moved,
-    setting_moved,
-    span,
-)
+from worker.core.guards.base import LEARNED_FROM, Escalation, Guard, Instant, Refusal
 from worker.core.guards.bound import Bound
 from worker.core.guards.breaker import Breaker, BreakerView
 from worker.core.guards.budgets import ChangeBudget, SwapBudget
@@ -27,6 +18,7 @@ from worker.core.guards.cool_down import CoolDown
 from worker.core.guards.hot_swap_cap import HotSwapCap
 from worker.core.guards.no_change import NoChange
 from worker.core.guards.stabilization import Stabilization
+from worker.core.guards.tools import factor_moved, setting_moved, span
 
 #: Every guardrail, in the order they apply: the seed's cool-down and hot-swap cap first, as
 #: they always were, then the new ones.

@@ -10,16 +10,8 @@ from dataclasses import dataclass, field
 from schemas import ActionKind, EnactmentRecord
 from worker.core.config import OptimiserConfig
 from worker.core.effects import CHANGES, Effect
-from worker.core.guards.base import (
-    FAILED,
-    SKIPPED,
-    SUCCESS,
-    Escalation,
-    Guard,
-    Instant,
-    Refusal,
-    span,
-)
+from worker.core.guards.base import FAILED, SKIPPED, SUCCESS, Escalation, Guard, Instant, Refusal
+from worker.core.guards.tools import span
 
 
 @dataclass(slots=True)

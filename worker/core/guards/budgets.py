@@ -8,16 +8,8 @@ from typing import ClassVar
 from schemas import ActionKind, EnactmentRecord
 from worker.core.config import OptimiserConfig
 from worker.core.effects import CHANGES, Effect
-from worker.core.guards.base import (
-    FAILED,
-    RATE_LIMITED,
-    SUCCESS,
-    Escalation,
-    Guard,
-    Instant,
-    Refusal,
-    span,
-)
+from worker.core.guards.base import LEARNED_FROM, RATE_LIMITED, Escalation, Guard, Instant, Refusal
+from worker.core.guards.tools import span
 
 
 class _WindowBudget(Guard):
@@ -55,7 +47,7 @@ class _WindowBudget(Guard):
     def learn(
         self, record: EnactmentRecord, at: float, config: OptimiserConfig
     ) -> Escalation | None:
-        if record.action.action_kind in self.kinds and record.status in (SUCCESS, FAILED):
+        if record.action.action_kind in self.kinds and record.status in LEARNED_FROM:
             self._times.append(at)
             self._expire(at - self.settings(config)[1])
         return None

@@ -7,16 +7,8 @@ import math
 from schemas import ActionKind, EnactmentRecord
 from worker.core.config import OptimiserConfig
 from worker.core.effects import Effect
-from worker.core.guards.base import (
-    PRUNE_AT,
-    RATE_LIMITED,
-    SUCCESS,
-    Escalation,
-    Guard,
-    Instant,
-    Refusal,
-    setting_moved,
-)
+from worker.core.guards.base import RATE_LIMITED, SUCCESS, Escalation, Guard, Instant, Refusal
+from worker.core.guards.tools import PRUNE_AT, setting_moved
 
 
 class CoolDown(Guard):

@@ -7,19 +7,8 @@ from dataclasses import dataclass
 from schemas import ActionKind, EnactmentRecord
 from worker.core.config import OptimiserConfig
 from worker.core.effects import SCALES, Effect
-from worker.core.guards.base import (
-    EPSILON,
-    PRUNE_AT,
-    RATE_LIMITED,
-    SUCCESS,
-    Escalation,
-    Guard,
-    Instant,
-    Refusal,
-    factor_moved,
-    setting_moved,
-    span,
-)
+from worker.core.guards.base import RATE_LIMITED, SUCCESS, Escalation, Guard, Instant, Refusal
+from worker.core.guards.tools import EPSILON, PRUNE_AT, factor_moved, setting_moved, span
 
 
 @dataclass(slots=True)
