@@ -44,9 +44,9 @@ import aio_pika
 
 from schemas import ActionKind, ImprovementAction, Plan, encode
 from schemas.names import Names
-from tests.nodes import RabbitNode, free_port
-from tests.processes import ROOT, WorkerProcess
-from tests.proxy import SilencingProxy
+from tests.support.processes import ROOT, WorkerProcess
+from tests.support.proxy import SilencingProxy
+from tests.support.rabbit_nodes import RabbitNode, free_port
 from worker.core.seed import seed_subsystems
 from worker.demo.simulated import SimulatedCycle, SwapOutcome, SwapResult
 from worker.subsystems.server import SubsystemServer

@@ -1,8 +1,8 @@
 """``python -m bench.hostile``: what a hostile planner gets done in ten seconds.
 
 The issue's measurement, repeatable: ``self-optimiser run`` with its default settings, a
-subsystem server that keeps score (``tests/hostile.py``), and a planner that publishes plans of
-threshold swings, hot swaps and budget raises, each on a module name never seen before, as
+subsystem server that keeps score (``tests/support/hostile.py``), and a planner that publishes
+plans of threshold swings, hot swaps and budget raises, each on a module name never seen before, as
 fast as the worker takes them, for ``--seconds``. Prints what reached the subsystems: how often
 and how far the detector threshold moved, its reversals, the modules swapped, the attempts on
 a module that always fails, and the review items people got.
@@ -20,8 +20,8 @@ from contextlib import suppress
 import aio_pika
 
 from schemas.names import Names
-from tests.hostile import Scoreboard, hostile_plan
-from tests.processes import WorkerProcess
+from tests.support.hostile import Scoreboard, hostile_plan
+from tests.support.processes import WorkerProcess
 from worker import Subsystems
 from worker.amqp.topology import declare, queue_states
 from worker.subsystems.server import SubsystemServer

@@ -18,8 +18,8 @@ from hypothesis import settings
 from prometheus_client import CollectorRegistry
 
 from schemas import ActionKind, ImprovementAction
-from tests.broker import Broker, discover_broker
-from tests.processes import WorkerProcess
+from tests.support.broker import Broker, discover_broker
+from tests.support.processes import WorkerProcess
 from worker import DetectorConfig, ManualClock, OptimiserConfig, Subsystems
 from worker.amqp.worker import Worker
 from worker.settings import WorkerSettings

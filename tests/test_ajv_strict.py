@@ -16,7 +16,7 @@ import pytest
 
 from schemas import asyncapi, encode
 from schemas.jsonschema import MESSAGES, SCHEMA_DIR, strict
-from tests.node import node_or_skip, run_script
+from tests.support.nodejs import node_or_skip, run_script
 from tests.test_contract import CORPUS
 
 EXAMPLE_PLAN = Path(__file__).parent.parent / "examples" / "plan.json"

@@ -23,8 +23,8 @@ import pytest
 
 from schemas import ActionKind, EnactmentRecord, EnactmentStatus, ImprovementAction, encode
 from schemas import routing_key as record_key
-from tests.broker import Broker
-from tests.proxy import SilencingProxy
+from tests.support.broker import Broker
+from tests.support.proxy import SilencingProxy
 from worker.amqp.connection import one_shot
 from worker.amqp.errors import BrokerLost
 from worker.amqp.topology import queue_states

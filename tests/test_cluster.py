@@ -28,9 +28,9 @@ import pytest
 from schemas import EnactmentRecord, decode_record
 from schemas.logs import records_of
 from schemas.names import Names
-from tests.broker import read_stream
-from tests.nodes import Cluster, RabbitNode, require_rabbitmq_server
-from tests.processes import WorkerProcess
+from tests.support.broker import read_stream
+from tests.support.processes import WorkerProcess
+from tests.support.rabbit_nodes import Cluster, RabbitNode, require_rabbitmq_server
 from tests.test_state import CountingLoad
 from worker import Subsystems
 from worker.amqp.connection import connect

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.broker import discover_broker
 from tests.conftest import broker_url_or_skip
+from tests.support.broker import discover_broker
 from worker.cli import main
 from worker.core.errors import ConfigError
 from worker.settings import WorkerSettings, load_settings, redact_url, setting_fields

@@ -10,7 +10,7 @@ from urllib.parse import urlsplit
 import pytest
 from aio_pika.robust_connection import RobustConnection
 
-from tests.proxy import SilencingProxy
+from tests.support.proxy import SilencingProxy
 from worker.amqp.connection import _CONNECT_STEP, ClusterConnection, _describe, backoff_s, connect
 from worker.settings import WorkerSettings
 

@@ -18,9 +18,9 @@ import pytest
 
 from schemas import EnactmentRecord, EnactmentStatus, decode_record
 from schemas.commands import SubsystemCommand
-from tests.broker import Broker, rabbitmqctl
 from tests.conftest import ServerStarter, plan_of
-from tests.processes import DELIVERY_ONLY, WorkerProcess
+from tests.support.broker import Broker, rabbitmqctl
+from tests.support.processes import DELIVERY_ONLY, WorkerProcess
 from tests.test_state import CountingLoad
 from worker import SubsystemResult, Subsystems
 from worker.subsystems.server import SubsystemServer

@@ -10,9 +10,9 @@ import pytest
 from pamqp import decode
 
 from schemas import EnactmentStatus
-from tests.broker import Broker
 from tests.conftest import WorkerStarter, plan_of
-from tests.rawamqp import RawPublisher
+from tests.support.broker import Broker
+from tests.support.rawamqp import RawPublisher
 from worker.amqp import frames
 
 BAD = b"\xff\xfe"  # never UTF-8

@@ -17,7 +17,6 @@ import pytest
 
 from schemas import EnactmentRecord, EnactmentStatus, decode_action, decode_record, encode
 from schemas.control import ControlCommand, ControlMessage
-from tests.broker import Broker
 from tests.conftest import (
     RunningWorker,
     SwapOutcome,
@@ -27,6 +26,7 @@ from tests.conftest import (
     seed_orchestrator,
     wait_for,
 )
+from tests.support.broker import Broker
 from tests.test_worker import no_op_plan
 from worker import OptimiserConfig
 from worker.amqp.errors import TopologyMismatch

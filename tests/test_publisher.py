@@ -12,7 +12,7 @@ import aiormq
 import pytest
 from aio_pika.abc import AbstractChannel, AbstractQueue
 
-from tests.broker import Broker
+from tests.support.broker import Broker
 from worker.amqp.errors import PublishFailed
 from worker.amqp.publisher import Outgoing, Publisher
 

@@ -11,7 +11,7 @@ import aio_pika
 import pytest
 
 from schemas import ActionKind, EnactmentRecord, EnactmentStatus, ImprovementAction, Plan, encode
-from tests.broker import Broker
+from tests.support.broker import Broker
 from worker.amqp import streams
 from worker.amqp.offsets import last_offset, read_offsets
 from worker.core.clock import ManualClock

@@ -20,8 +20,8 @@ from schemas.commands import (
     SubsystemReply,
     TuneThreshold,
 )
-from tests.broker import Broker, rabbitmqctl
 from tests.conftest import ServerStarter, WorkerStarter, plan_of
+from tests.support.broker import Broker, rabbitmqctl
 from tests.test_worker import EXAMPLE_PLAN, no_op_plan
 from worker import OptimiserConfig, SubsystemResult, Subsystems, seed_subsystems
 from worker.demo.simulated import SimulatedCycle, SimulatedOrchestrator

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.certs import Authority, require_openssl
-from tests.nodes import RabbitNode, free_port, require_rabbitmq_server
+from tests.support.certs import Authority, require_openssl
+from tests.support.rabbit_nodes import RabbitNode, free_port, require_rabbitmq_server
 from worker.amqp.connection import connect
 from worker.amqp.errors import BrokerRefused
 from worker.core.errors import ConfigError

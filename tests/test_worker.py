@@ -20,8 +20,8 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from schemas import EnactmentStatus, decode_action, routing_key
-from tests.broker import Broker
 from tests.conftest import WorkerStarter, wait_for
+from tests.support.broker import Broker
 from worker import OptimiserConfig, seed_subsystems
 from worker.amqp.errors import BrokerRefused, BrokerUnavailable
 from worker.amqp.worker import Worker

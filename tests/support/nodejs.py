@@ -12,12 +12,11 @@ import os
 import shutil
 import subprocess
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-JS_DIR = Path(__file__).with_name("js")
+from tests.support.paths import JS_DIR
 
 
 def missing(environ: Mapping[str, str]) -> str | None:

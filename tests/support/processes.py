@@ -6,10 +6,10 @@ import asyncio
 import os
 import signal
 import sys
-from pathlib import Path
 from typing import ClassVar
 
-ROOT = Path(__file__).parent.parent
+from tests.support.paths import ROOT
+
 #: For the fault tests, which count deliveries at a served subsystem: hundreds of changes in a
 #: minute are their load, not an attack, so the namespace's change budget must not refuse them.
 #: (The hostile-planner tests run with the defaults.)
