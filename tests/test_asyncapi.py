@@ -28,9 +28,9 @@ from schemas.asyncapi import DOCUMENT, document, render
 from schemas.commands import OWNER, SubsystemCommand, SubsystemReply, command_routing_key
 from schemas.control import ControlMessage
 from schemas.names import Names
-from tests.conftest import ServerStarter, WorkerStarter
 from tests.support.broker import Broker
 from tests.support.nodejs import run_script
+from tests.support.workers import ServerStarter, WorkerStarter
 from tests.test_worker import EXAMPLE_PLAN
 from worker import seed_subsystems
 from worker.amqp.metrics import PARK_REASONS

@@ -21,8 +21,9 @@ from schemas.logs import (
     decode_checkpoint,
     encode_checkpoint,
 )
-from tests.conftest import ServerStarter, WorkerStarter, plan_of, wait_for
 from tests.support.broker import Broker, read_stream
+from tests.support.factories import plan_of, wait_for
+from tests.support.workers import ServerStarter, WorkerStarter
 from tests.test_state import CountingLoad
 from worker import Subsystems
 from worker.amqp import checkpointing

@@ -7,8 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import broker_url_or_skip
-from tests.support.broker import discover_broker
+from tests.support.broker import broker_url_or_skip, discover_broker
 from worker.cli import main
 from worker.core.errors import ConfigError
 from worker.settings import WorkerSettings, load_settings, redact_url, setting_fields
@@ -132,7 +131,7 @@ def test_discovery_prefers_the_environment_then_the_local_broker_then_a_containe
 
 def test_without_a_broker_ci_fails_and_a_laptop_skips(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(
-        "tests.conftest.discover_broker", lambda environ: (None, "no RabbitMQ anywhere")
+        "tests.support.broker.discover_broker", lambda environ: (None, "no RabbitMQ anywhere")
     )
     with pytest.raises(pytest.fail.Exception, match="CI needs a RabbitMQ broker"):
         broker_url_or_skip({"CI": "true"})

@@ -24,8 +24,8 @@ from yarl import URL
 
 from schemas import EnactmentStatus, decode_record
 from schemas.names import Names
-from tests.conftest import plan_of, wait_for
 from tests.support.broker import rabbitmqctl
+from tests.support.factories import plan_of, wait_for
 from worker.core.seed import seed_subsystems
 from worker.ops.definitions import ROLES, definitions, password_hash
 from worker.settings import WorkerSettings

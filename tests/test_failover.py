@@ -18,9 +18,10 @@ import pytest
 
 from schemas import EnactmentRecord, EnactmentStatus, decode_record
 from schemas.commands import SubsystemCommand
-from tests.conftest import ServerStarter, plan_of
 from tests.support.broker import Broker, rabbitmqctl
+from tests.support.factories import plan_of
 from tests.support.processes import DELIVERY_ONLY, WorkerProcess
+from tests.support.workers import ServerStarter
 from tests.test_state import CountingLoad
 from worker import SubsystemResult, Subsystems
 from worker.subsystems.server import SubsystemServer

@@ -10,9 +10,10 @@ import pytest
 from pamqp import decode
 
 from schemas import EnactmentStatus
-from tests.conftest import WorkerStarter, plan_of
 from tests.support.broker import Broker
+from tests.support.factories import plan_of
 from tests.support.rawamqp import RawPublisher
+from tests.support.workers import WorkerStarter
 from worker.amqp import frames
 
 BAD = b"\xff\xfe"  # never UTF-8

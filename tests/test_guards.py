@@ -11,7 +11,8 @@ import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
 from schemas import ActionKind, EnactmentRecord, EnactmentStatus, ImprovementAction
-from tests.conftest import SwapOutcome, action, seed_cycle, seed_orchestrator
+from tests.support.factories import action
+from tests.support.subsystems import SwapOutcome, seed_cycle, seed_orchestrator
 from worker import AsyncSelfOptimiser, DetectorConfig, ManualClock, OptimiserConfig
 from worker.core.memory import RecordMemory
 from worker.core.metrics import OptimiserMetrics

@@ -11,10 +11,10 @@ from __future__ import annotations
 import pytest
 
 from schemas import ActionKind, EnactmentStatus, decode_action
-from tests.conftest import ServerStarter
 from tests.support.broker import Broker
 from tests.support.hostile import BROKEN, Scoreboard, hostile_plan
 from tests.support.processes import WorkerProcess
+from tests.support.workers import ServerStarter
 from tests.test_failover import RecordLog
 from worker import Subsystems
 

@@ -17,16 +17,10 @@ import pytest
 
 from schemas import EnactmentRecord, EnactmentStatus, decode_action, decode_record, encode
 from schemas.control import ControlCommand, ControlMessage
-from tests.conftest import (
-    RunningWorker,
-    SwapOutcome,
-    WorkerStarter,
-    plan_of,
-    seed_cycle,
-    seed_orchestrator,
-    wait_for,
-)
 from tests.support.broker import Broker
+from tests.support.factories import plan_of, wait_for
+from tests.support.subsystems import SwapOutcome, seed_cycle, seed_orchestrator
+from tests.support.workers import RunningWorker, WorkerStarter
 from tests.test_worker import no_op_plan
 from worker import OptimiserConfig
 from worker.amqp.errors import TopologyMismatch

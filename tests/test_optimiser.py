@@ -12,7 +12,8 @@ from prometheus_client import CollectorRegistry, generate_latest
 
 from schemas import ActionKind, EnactmentStatus, ImprovementAction, decode_record, encode
 from schemas.commands import SubsystemCommand
-from tests.conftest import SwapOutcome, action, seed_cycle, seed_orchestrator
+from tests.support.factories import action
+from tests.support.subsystems import SwapOutcome, seed_cycle, seed_orchestrator
 from worker import (
     AsyncSelfOptimiser,
     ConfigError,

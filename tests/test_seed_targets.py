@@ -9,7 +9,8 @@ import pytest
 
 from schemas import ActionKind, EnactmentStatus, ImprovementAction
 from schemas.commands import SubsystemCommand
-from tests.conftest import action, seed_cycle
+from tests.support.factories import action
+from tests.support.subsystems import seed_cycle
 from worker import (
     AsyncSelfOptimiser,
     DetectorConfig,

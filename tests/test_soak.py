@@ -13,9 +13,9 @@ from collections import Counter
 import aio_pika
 import pytest
 
-from tests.conftest import ServerStarter
 from tests.support.broker import Broker, rabbitmqctl
 from tests.support.processes import DELIVERY_ONLY, WorkerProcess
+from tests.support.workers import ServerStarter
 from tests.test_failover import RecordLog, spread_plans
 from tests.test_state import CountingLoad
 from worker import Subsystems

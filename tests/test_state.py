@@ -23,8 +23,9 @@ from prometheus_client import CollectorRegistry
 from schemas import ActionKind, EnactmentRecord, EnactmentStatus, ImprovementAction, encode
 from schemas.commands import SubsystemCommand
 from schemas.logs import FLAGGED_TYPE, RECORDS_TYPE, records_of
-from tests.conftest import ServerStarter, WorkerStarter, plan_of, wait_for
 from tests.support.broker import Broker, rabbitmqctl, read_stream
+from tests.support.factories import plan_of, wait_for
+from tests.support.workers import ServerStarter, WorkerStarter
 from tests.test_worker import no_op_plan
 from worker import SubsystemResult, Subsystems
 from worker.amqp import streams

@@ -20,8 +20,9 @@ from schemas.commands import (
     SubsystemReply,
     TuneThreshold,
 )
-from tests.conftest import ServerStarter, WorkerStarter, plan_of
 from tests.support.broker import Broker, rabbitmqctl
+from tests.support.factories import plan_of
+from tests.support.workers import ServerStarter, WorkerStarter
 from tests.test_worker import EXAMPLE_PLAN, no_op_plan
 from worker import OptimiserConfig, SubsystemResult, Subsystems, seed_subsystems
 from worker.demo.simulated import SimulatedCycle, SimulatedOrchestrator

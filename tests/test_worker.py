@@ -20,8 +20,9 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from schemas import EnactmentStatus, decode_action, routing_key
-from tests.conftest import WorkerStarter, wait_for
 from tests.support.broker import Broker
+from tests.support.factories import wait_for
+from tests.support.workers import WorkerStarter
 from worker import OptimiserConfig, seed_subsystems
 from worker.amqp.errors import BrokerRefused, BrokerUnavailable
 from worker.amqp.worker import Worker

@@ -18,6 +18,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import aio_pika
+import pytest
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractRobustConnection
 
 from schemas import EnactmentRecord, decode_record
@@ -97,6 +98,16 @@ def discover_broker(
         "no RabbitMQ: OPTIMISER_TEST_AMQP_URL is not set, nothing answers on 127.0.0.1:5672 "
         "and Docker is not available for testcontainers"
     )
+
+
+def broker_url_or_skip(environ: Mapping[str, str]) -> str:
+    """The broker to test against; fail in CI when there is none, skip elsewhere."""
+    url, why = discover_broker(environ)
+    if url is None:
+        if environ.get("CI"):
+            pytest.fail(f"CI needs a RabbitMQ broker: {why}", pytrace=False)
+        pytest.skip(why)
+    return url
 
 
 def rabbitmqctl(*args: str) -> str:
