@@ -9,17 +9,16 @@ the differences docs/wire-contract.md lists. Run by ``tests/js/compile_schemas.m
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from schemas import asyncapi, encode
 from schemas.jsonschema import MESSAGES, SCHEMA_DIR, strict
+from tests.support.corpus import CORPUS
+from tests.support.factories import EXAMPLE_PLAN_PATH
 from tests.support.nodejs import node_or_skip, run_script
-from tests.test_contract import CORPUS
-
-EXAMPLE_PLAN = Path(__file__).parent.parent / "examples" / "plan.json"
+from tests.support.paths import ROOT
 
 
 def _json(message: Any) -> Any:
@@ -29,7 +28,7 @@ def _json(message: Any) -> Any:
 #: Bodies the worker writes or reads, by what they are: (schema, body). The AsyncAPI
 #: document's examples are these too.
 VALID: dict[str, tuple[str, Any]] = {
-    "the example plan": ("plan", json.loads(EXAMPLE_PLAN.read_text())),
+    "the example plan": ("plan", json.loads(EXAMPLE_PLAN_PATH.read_text())),
     "a plan": ("plan", _json(asyncapi.EXAMPLE_PLAN)),
     "an action": ("action", _json(asyncapi.EXAMPLE_ACTION)),
     "a record": ("record", _json(asyncapi.EXAMPLE_RECORD)),
@@ -109,7 +108,7 @@ def test_ajv_and_the_worker_agree_on_the_contract_corpus(ajv: dict[str, Any], ca
     worker_reads = CORPUS[case][1]
     if case in AJV_DIFFERS:
         assert ajv["verdicts"][case]["valid"] is not worker_reads
-        page = Path(__file__).parent.parent / "docs" / "wire-contract.md"
+        page = ROOT / "docs" / "wire-contract.md"
         assert AJV_DIFFERS[case] in " ".join(page.read_text().split()), "the page says so"
     else:
         assert ajv["verdicts"][case]["valid"] is worker_reads, ajv["verdicts"][case]["errors"]

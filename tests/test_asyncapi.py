@@ -29,9 +29,9 @@ from schemas.commands import OWNER, SubsystemCommand, SubsystemReply, command_ro
 from schemas.control import ControlMessage
 from schemas.names import Names
 from tests.support.broker import Broker
+from tests.support.factories import EXAMPLE_PLAN
 from tests.support.nodejs import run_script
 from tests.support.workers import ServerStarter, WorkerStarter
-from tests.test_worker import EXAMPLE_PLAN
 from worker import seed_subsystems
 from worker.amqp.metrics import PARK_REASONS
 from worker.amqp.remote import DIRECT_REPLY_TO

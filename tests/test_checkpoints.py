@@ -23,8 +23,8 @@ from schemas.logs import (
 )
 from tests.support.broker import Broker, read_stream
 from tests.support.factories import plan_of, wait_for
+from tests.support.subsystems import CountingLoad
 from tests.support.workers import ServerStarter, WorkerStarter
-from tests.test_state import CountingLoad
 from worker import Subsystems
 from worker.amqp import checkpointing
 from worker.amqp.checkpoints import Chain, CheckpointFollower, Offer, write

@@ -31,7 +31,7 @@ from schemas.names import Names
 from tests.support.broker import read_stream
 from tests.support.processes import WorkerProcess
 from tests.support.rabbit_nodes import Cluster, RabbitNode, require_rabbitmq_server
-from tests.test_state import CountingLoad
+from tests.support.subsystems import CountingLoad
 from worker import Subsystems
 from worker.amqp.connection import connect
 from worker.amqp.topology import declare

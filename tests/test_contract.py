@@ -9,7 +9,6 @@ cannot express, which docs/wire-contract.md lists (``SCHEMA_CANNOT``).
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 
 import msgspec
@@ -19,20 +18,12 @@ from hypothesis import strategies as st
 from jsonschema import Draft202012Validator, FormatChecker
 
 from schemas import decode_plan
+from tests.support.corpus import CORPUS, SCHEMA_CANNOT, body
+from tests.support.paths import ROOT
 from worker.core.text import printable
 
-SCHEMA = json.loads(
-    (Path(__file__).parent.parent / "schemas" / "json" / "plan.schema.json").read_text()
-)
+SCHEMA = json.loads((ROOT / "schemas" / "json" / "plan.schema.json").read_text())
 VALIDATOR = Draft202012Validator(SCHEMA, format_checker=FormatChecker())
-
-
-def action(**fields: Any) -> dict[str, Any]:
-    return {"action_id": "a-1", "module_name": "cognition.m", "action_kind": "NO_OP", **fields}
-
-
-def plan(*actions: dict[str, Any], **fields: Any) -> dict[str, Any]:
-    return {"plan_id": "p-1", "actions": list(actions) or [action()], **fields}
 
 
 def worker_reads(body: bytes) -> bool:
@@ -51,62 +42,6 @@ def schema_reads(body: bytes) -> bool:
     return VALIDATOR.is_valid(document)
 
 
-def body(document: object) -> bytes:
-    return json.dumps(document, ensure_ascii=False).encode("utf-8", "surrogatepass")
-
-
-#: What a JSON Schema cannot say: listed in docs/wire-contract.md, refused by the worker.
-SCHEMA_CANNOT = {
-    "duplicate action ids": body(plan(action(), action())),
-    "an integer written as 1.0": body(plan(action(priority=1.0))),
-    "a lone surrogate escape": b'{"plan_id": "p-1", "planner": "\\ud800", "actions": '
-    + json.dumps([action()]).encode()
-    + b"}",
-}
-
-CORPUS: dict[str, tuple[bytes, bool]] = {
-    "a plain plan": (body(plan()), True),
-    "an unknown plan field (forward compatibility)": (body(plan(future={"x": 1})), True),
-    "an unknown action field": (body(plan(action(paramters={"budget_factor": "1.1"}))), False),
-    "an id ending in a newline": (body(plan(action(action_id="a1\n"))), False),
-    "a plan id ending in a newline": (body(plan(plan_id="p1\n")), False),
-    "a module ending in a newline": (body(plan(action(module_name="cognition.m\n"))), False),
-    "a parameter name ending in a newline": (
-        body(plan(action(parameters={"suggested_delta\n": "0.1"}))),
-        False,
-    ),
-    "an ESC in a parameter value": (body(plan(action(parameters={"v": "2\x1b[2J"}))), False),
-    "a C1 CSI in a parameter value": (body(plan(action(parameters={"v": "2\x9b2J"}))), False),
-    "a newline in a parameter value": (body(plan(action(parameters={"v": " 0.2\n"}))), False),
-    "an ESC in a rationale (escaped when printed)": (
-        body(plan(action(rationale="\x1b[2Jowned"))),
-        True,
-    ),
-    "a leap second": (body(plan(created_at="2016-12-31T23:59:60Z")), False),
-    "a time without its offset": (body(plan(created_at="2026-11-24T12:00:00")), False),
-    "a time with its offset": (body(plan(created_at="2026-11-24T12:00:00+01:00")), True),
-    "invalid UTF-8 in an unknown field": (
-        b'{"plan_id": "p-1", "x": "\xff", "actions": ' + json.dumps([action()]).encode() + b"}",
-        False,
-    ),
-    "a priority beyond 32 bits": (body(plan(action(priority=2**31))), False),
-    "no actions": (body(plan(actions=[])), False),
-    "an unknown kind": (body(plan(action(action_kind="DELETE_EVERYTHING"))), False),
-    "a kind in lower case": (body(plan(action(action_kind="no_op"))), False),
-    "an id of 129 characters": (body(plan(action(action_id="a" * 129))), False),
-    "an id with a space": (body(plan(action(action_id="a 1"))), False),
-    "a parameter that is a number, not a string": (
-        body(plan(action(parameters={"suggested_delta": 0.1}))),
-        False,
-    ),
-    "deep nesting in an unknown field": (
-        b'{"plan_id": "p-1", "x": ' + b"[" * 50_000 + b"]" * 50_000 + b', "actions": '
-        b'[{"action_id": "a", "module_name": "m", "action_kind": "NO_OP"}]}',
-        False,
-    ),
-}
-
-
 @pytest.mark.parametrize("case", list(CORPUS))
 def test_the_schema_and_the_worker_agree_on_the_corpus(case: str) -> None:
     raw, expected = CORPUS[case]
@@ -116,7 +51,7 @@ def test_the_schema_and_the_worker_agree_on_the_corpus(case: str) -> None:
 @pytest.mark.parametrize("case", list(SCHEMA_CANNOT))
 def test_what_the_schema_cannot_express_the_worker_refuses(case: str) -> None:
     assert not worker_reads(SCHEMA_CANNOT[case])
-    readme = (Path(__file__).parent.parent / "docs" / "wire-contract.md").read_text()
+    readme = (ROOT / "docs" / "wire-contract.md").read_text()
     assert case in readme, "docs/wire-contract.md lists it"
 
 

@@ -22,11 +22,10 @@ import pytest
 from schemas import EnactmentRecord
 from schemas.commands import SubsystemCommand
 from tests.support.broker import Broker, rabbitmqctl, worker_connection_pids
-from tests.support.factories import wait_for
+from tests.support.factories import no_op_plan, wait_for
 from tests.support.processes import WorkerProcess
 from tests.support.proxy import SilencingProxy
 from tests.support.workers import WorkerStarter
-from tests.test_worker import no_op_plan
 from worker import OptimiserConfig, SubsystemResult, Subsystems
 
 pytestmark = [

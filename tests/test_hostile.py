@@ -14,8 +14,8 @@ from schemas import ActionKind, EnactmentStatus, decode_action
 from tests.support.broker import Broker
 from tests.support.hostile import BROKEN, Scoreboard, hostile_plan
 from tests.support.processes import WorkerProcess
+from tests.support.records import RecordLog
 from tests.support.workers import ServerStarter
-from tests.test_failover import RecordLog
 from worker import Subsystems
 
 pytestmark = pytest.mark.integration

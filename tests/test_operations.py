@@ -18,10 +18,9 @@ import pytest
 from schemas import EnactmentRecord, EnactmentStatus, decode_action, decode_record, encode
 from schemas.control import ControlCommand, ControlMessage
 from tests.support.broker import Broker
-from tests.support.factories import plan_of, wait_for
+from tests.support.factories import no_op_plan, plan_of, wait_for
 from tests.support.subsystems import SwapOutcome, seed_cycle, seed_orchestrator
 from tests.support.workers import RunningWorker, WorkerStarter
-from tests.test_worker import no_op_plan
 from worker import OptimiserConfig
 from worker.amqp.errors import TopologyMismatch
 from worker.cli import main

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import jsonschema
@@ -25,8 +24,7 @@ from schemas import (
     routing_key,
 )
 from schemas.jsonschema import MESSAGES, SCHEMA_DIR, json_schema, render
-
-EXAMPLE_PLAN = Path(__file__).parent.parent / "examples" / "plan.json"
+from tests.support.factories import EXAMPLE_PLAN_PATH
 
 
 def _action(**overrides: Any) -> dict[str, Any]:
@@ -52,7 +50,7 @@ def _plan(**overrides: Any) -> bytes:
 
 
 def test_the_example_plan_decodes() -> None:
-    plan = decode_plan(EXAMPLE_PLAN.read_bytes())
+    plan = decode_plan(EXAMPLE_PLAN_PATH.read_bytes())
     assert plan.plan_id == "plan-2026-11-23-0001"
     assert {a.action_kind for a in plan.actions} == set(ActionKind)
     assert plan.created_at == datetime(2026, 11, 23, 12, tzinfo=UTC)
@@ -77,7 +75,7 @@ def test_unknown_plan_fields_are_tolerated_and_unknown_action_fields_refused() -
 
 
 def test_msgpack_plans_decode_like_json() -> None:
-    plan = decode_plan(EXAMPLE_PLAN.read_bytes())
+    plan = decode_plan(EXAMPLE_PLAN_PATH.read_bytes())
     as_msgpack = msgspec.msgpack.encode(plan)
     assert decode_plan(as_msgpack, "application/msgpack") == plan
 
@@ -265,15 +263,15 @@ def test_the_json_schema_accepts_the_example_and_refuses_a_bad_plan() -> None:
     validator = jsonschema.Draft202012Validator(
         schema, format_checker=jsonschema.Draft202012Validator.FORMAT_CHECKER
     )
-    validator.validate(json.loads(EXAMPLE_PLAN.read_text()))
-    bad = json.loads(EXAMPLE_PLAN.read_text())
+    validator.validate(json.loads(EXAMPLE_PLAN_PATH.read_text()))
+    bad = json.loads(EXAMPLE_PLAN_PATH.read_text())
     bad["actions"][0]["action_kind"] = "DELETE_EVERYTHING"
     with pytest.raises(jsonschema.ValidationError):
         validator.validate(bad)
 
 
 def test_plans_are_immutable() -> None:
-    plan = decode_plan(EXAMPLE_PLAN.read_bytes())
+    plan = decode_plan(EXAMPLE_PLAN_PATH.read_bytes())
     with pytest.raises(AttributeError):
         plan.plan_id = "other"  # type: ignore[misc]
     assert isinstance(plan, Plan)

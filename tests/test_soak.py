@@ -15,9 +15,9 @@ import pytest
 
 from tests.support.broker import Broker, rabbitmqctl
 from tests.support.processes import DELIVERY_ONLY, WorkerProcess
+from tests.support.records import RecordLog, spread_plans
+from tests.support.subsystems import CountingLoad
 from tests.support.workers import ServerStarter
-from tests.test_failover import RecordLog, spread_plans
-from tests.test_state import CountingLoad
 from worker import Subsystems
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

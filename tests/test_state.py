@@ -8,9 +8,7 @@ import math
 import re
 import shutil
 import uuid
-from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from urllib.parse import urlsplit
 
@@ -21,13 +19,12 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from schemas import ActionKind, EnactmentRecord, EnactmentStatus, ImprovementAction, encode
-from schemas.commands import SubsystemCommand
 from schemas.logs import FLAGGED_TYPE, RECORDS_TYPE, records_of
 from tests.support.broker import Broker, rabbitmqctl, read_stream
-from tests.support.factories import plan_of, wait_for
+from tests.support.factories import no_op_plan, plan_of, wait_for
+from tests.support.subsystems import CountingLoad
 from tests.support.workers import ServerStarter, WorkerStarter
-from tests.test_worker import no_op_plan
-from worker import SubsystemResult, Subsystems
+from worker import Subsystems
 from worker.amqp import streams
 from worker.amqp.errors import TopologyMismatch
 from worker.amqp.publisher import Publisher
@@ -41,20 +38,6 @@ from worker.core.optimiser import AsyncSelfOptimiser
 from worker.settings import WorkerSettings
 
 pytestmark = pytest.mark.integration
-
-
-@dataclass
-class CountingLoad:
-    """A load shedder that counts what it was really asked to do, per action id."""
-
-    applied: Counter[str] = field(default_factory=Counter)
-    pause_s: float = 0.0
-
-    async def apply(self, command: SubsystemCommand) -> SubsystemResult:
-        if self.pause_s:
-            await asyncio.sleep(self.pause_s)
-        self.applied[command.action_id] += 1
-        return SubsystemResult(True, "shed")
 
 
 async def test_a_plan_sent_again_is_not_enacted_again_its_records_are_replayed(

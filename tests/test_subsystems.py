@@ -21,9 +21,8 @@ from schemas.commands import (
     TuneThreshold,
 )
 from tests.support.broker import Broker, rabbitmqctl
-from tests.support.factories import plan_of
+from tests.support.factories import EXAMPLE_PLAN, no_op_plan, plan_of
 from tests.support.workers import ServerStarter, WorkerStarter
-from tests.test_worker import EXAMPLE_PLAN, no_op_plan
 from worker import OptimiserConfig, SubsystemResult, Subsystems, seed_subsystems
 from worker.demo.simulated import SimulatedCycle, SimulatedOrchestrator
 

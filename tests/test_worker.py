@@ -21,7 +21,8 @@ from prometheus_client import CollectorRegistry
 
 from schemas import EnactmentStatus, decode_action, routing_key
 from tests.support.broker import Broker
-from tests.support.factories import wait_for
+from tests.support.factories import EXAMPLE_PLAN, EXAMPLE_PLAN_PATH, no_op_plan, wait_for
+from tests.support.paths import ROOT
 from tests.support.workers import WorkerStarter
 from worker import OptimiserConfig, seed_subsystems
 from worker.amqp.errors import BrokerRefused, BrokerUnavailable
@@ -33,18 +34,6 @@ from worker.ops.tail import tail_records
 from worker.settings import WorkerSettings
 
 pytestmark = pytest.mark.integration
-
-EXAMPLE_PLAN = (Path(__file__).parent.parent / "examples" / "plan.json").read_bytes()
-
-
-def no_op_plan(plan_id: str, actions: int = 2) -> dict[str, object]:
-    return {
-        "plan_id": plan_id,
-        "actions": [
-            {"action_id": f"{plan_id}-{i}", "module_name": f"m{i}", "action_kind": "NO_OP"}
-            for i in range(actions)
-        ],
-    }
 
 
 async def test_a_plan_of_every_kind_gives_six_records_one_review_item_and_is_acked(
@@ -311,7 +300,7 @@ def test_the_run_command_exits_1_with_one_clear_line_when_the_broker_refuses(
         pytest.skip("the test broker does not use guest:guest")
     done = subprocess.run(
         [sys.executable, "-m", "worker.cli", "run"],
-        cwd=Path(__file__).parent.parent,
+        cwd=ROOT,
         env={**os.environ, "OPTIMISER_AMQP_URL": bad, "OPTIMISER_METRICS_PORT": "-1"},
         capture_output=True,
         text=True,
@@ -328,7 +317,7 @@ async def test_publish_prints_every_record_of_the_plan(
     broker: Broker, start_worker: WorkerStarter
 ) -> None:
     running = await start_worker()
-    plan, body = read_plan(str(Path(__file__).parent.parent / "examples" / "plan.json"))
+    plan, body = read_plan(str(EXAMPLE_PLAN_PATH))
     lines: list[str] = []
 
     all_came = await publish_plan(running.worker.settings, plan, body, wait_s=20, out=lines.append)

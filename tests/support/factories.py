@@ -9,6 +9,11 @@ from collections.abc import Callable
 import pytest
 
 from schemas import ActionKind, ImprovementAction
+from tests.support.paths import ROOT
+
+#: The example plan of ``examples/plan.json``, one action of every kind: its path and its bytes.
+EXAMPLE_PLAN_PATH = ROOT / "examples" / "plan.json"
+EXAMPLE_PLAN = EXAMPLE_PLAN_PATH.read_bytes()
 
 _ids = itertools.count(1)
 
@@ -38,6 +43,16 @@ def plan_of(*kinds: str, plan_id: str = "p") -> dict[str, object]:
         "actions": [
             {"action_id": f"{plan_id}-{i}", "module_name": f"m{i}", "action_kind": kind}
             for i, kind in enumerate(kinds)
+        ],
+    }
+
+
+def no_op_plan(plan_id: str, actions: int = 2) -> dict[str, object]:
+    return {
+        "plan_id": plan_id,
+        "actions": [
+            {"action_id": f"{plan_id}-{i}", "module_name": f"m{i}", "action_kind": "NO_OP"}
+            for i in range(actions)
         ],
     }
 

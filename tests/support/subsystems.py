@@ -1,13 +1,18 @@
-"""Stand-ins for the seed's subsystems: its cycle and orchestrator as mocks."""
+"""Stand-ins for the subsystems: the seed's cycle and orchestrator as mocks, and a load
+shedder that counts what it was asked to do."""
 
 from __future__ import annotations
 
+import asyncio
 import enum
+from collections import Counter
+from dataclasses import dataclass, field
 from types import SimpleNamespace
 from typing import Any
 from unittest.mock import AsyncMock, Mock
 
-from worker import DetectorConfig
+from schemas.commands import SubsystemCommand
+from worker import DetectorConfig, SubsystemResult
 
 
 class SwapOutcome(enum.Enum):
@@ -31,3 +36,17 @@ def seed_orchestrator(outcome: SwapOutcome = SwapOutcome.SUCCESS, detail: str = 
         return_value=SimpleNamespace(outcome=outcome, detail=detail)
     )
     return orchestrator
+
+
+@dataclass
+class CountingLoad:
+    """A load shedder that counts what it was really asked to do, per action id."""
+
+    applied: Counter[str] = field(default_factory=Counter)
+    pause_s: float = 0.0
+
+    async def apply(self, command: SubsystemCommand) -> SubsystemResult:
+        if self.pause_s:
+            await asyncio.sleep(self.pause_s)
+        self.applied[command.action_id] += 1
+        return SubsystemResult(True, "shed")
