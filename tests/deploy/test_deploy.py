@@ -30,9 +30,9 @@ from prometheus_client.metrics import MetricWrapperBase
 import worker.amqp.metrics
 import worker.core.metrics
 from schemas import ActionKind, EnactmentRecord, EnactmentStatus, ImprovementAction
+from tests.support.paths import ROOT
 from worker.settings import ENV_PREFIX, load_settings, setting_fields
 
-ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy"
 ALERTS = DEPLOY / "prometheus" / "alerts.yml"
 DASHBOARD = DEPLOY / "grafana" / "dashboard.json"

@@ -14,7 +14,6 @@ import signal
 import sys
 from collections import defaultdict
 from collections.abc import Iterator
-from pathlib import Path
 
 import aio_pika
 import pytest
@@ -23,6 +22,7 @@ from schemas import EnactmentRecord
 from schemas.commands import SubsystemCommand
 from tests.support.broker import Broker, rabbitmqctl, worker_connection_pids
 from tests.support.factories import no_op_plan, wait_for
+from tests.support.paths import ROOT
 from tests.support.processes import WorkerProcess
 from tests.support.proxy import SilencingProxy
 from tests.support.workers import WorkerStarter
@@ -33,7 +33,6 @@ pytestmark = [
     pytest.mark.skipif(shutil.which("rabbitmqctl") is None, reason="needs rabbitmqctl"),
 ]
 
-ROOT = Path(__file__).parent.parent
 #: The backoff's ceiling with its jitter, aio-pika's reconnect_interval, and the catch-up.
 RECONNECT_WITHIN_S = 12.0
 

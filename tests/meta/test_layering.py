@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).parent.parent
+from tests.support.paths import ROOT
+
 AMQP = ("aio_pika", "aiormq", "pamqp", "tenacity")
 
 

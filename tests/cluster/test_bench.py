@@ -12,8 +12,7 @@ from pathlib import Path
 import pytest
 
 from bench.e2e import CANDIDATES
-
-ROOT = Path(__file__).parent.parent
+from tests.support.paths import ROOT
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

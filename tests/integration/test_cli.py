@@ -7,16 +7,14 @@ import os
 import re
 import subprocess
 import sys
-from pathlib import Path
 
 import jsonschema
 import pytest
 
 from schemas import EnactmentStatus
+from tests.support.paths import ROOT
 from worker.cli import main
 from worker.demo.simulated import run_demo
-
-ROOT = Path(__file__).parent.parent
 
 
 async def test_the_demo_shows_every_status_and_moves_the_state() -> None:

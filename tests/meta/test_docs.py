@@ -5,16 +5,15 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from pathlib import Path
 
 import pytest
 
 from schemas import ActionKind, EnactmentStatus
+from tests.support.paths import ROOT
 from worker import OptimiserConfig
 from worker.amqp.outcome import Fate
 from worker.core.guards import GATES
 
-ROOT = Path(__file__).parent.parent
 GUARDRAILS = (ROOT / "docs" / "guardrails.md").read_text(encoding="utf-8")
 
 

@@ -4,13 +4,13 @@ what ``bench.report.summarise`` makes of its figures, and each issue target has 
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 
 from bench.e2e import RELAY, WORKER
 from bench.report import summarise
+from tests.support.paths import ROOT
 
-REFERENCE = Path(__file__).parent.parent / "bench" / "reference"
+REFERENCE = ROOT / "bench" / "reference"
 
 
 def _reference() -> dict[str, Any]:

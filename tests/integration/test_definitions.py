@@ -26,11 +26,11 @@ from schemas import EnactmentStatus, decode_record
 from schemas.names import Names
 from tests.support.broker import rabbitmqctl
 from tests.support.factories import plan_of, wait_for
+from tests.support.paths import ROOT
 from worker.core.seed import seed_subsystems
 from worker.ops.definitions import ROLES, definitions, password_hash
 from worker.settings import WorkerSettings
 
-ROOT = Path(__file__).parent.parent
 SHIPPED = ROOT / "deploy" / "rabbitmq" / "definitions.json"
 
 pytestmark = pytest.mark.integration
