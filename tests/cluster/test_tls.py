@@ -160,13 +160,6 @@ def test_files_that_cannot_be_used_are_named(tls_broker: TlsBroker, tmp_path: Pa
     assert "is not a PEM bundle" in refused(tls_ca_file=str(garbage))
 
 
-def test_the_settings_refuse_tls_options_on_plain_amqp() -> None:
-    with pytest.raises(ConfigError, match="need amqps://"):
-        WorkerSettings(amqp_url="amqp://guest:guest@localhost/", tls_ca_file="ca.pem")
-    with pytest.raises(ConfigError, match="needs a client certificate"):
-        WorkerSettings(amqp_url="amqps://localhost/", auth_mechanism="external")
-
-
 async def test_not_verifying_works_and_says_so(
     tls_broker: TlsBroker, caplog: pytest.LogCaptureFixture
 ) -> None:

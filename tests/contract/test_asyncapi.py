@@ -2,46 +2,36 @@
 
 ``schemas/asyncapi.py`` repeats the worker's wire names and headers (``schemas`` imports
 nothing of the worker), so these tests hold the two equal: the exchanges and queues against
-``worker.amqp.topology``, and on a real broker, what the worker publishes against what the document
-says of it.
+``worker.amqp.topology`` (and on a real broker, what the worker publishes against what the
+document says of it: ``tests/integration/test_asyncapi.py``).
 """
 
 from __future__ import annotations
 
 import copy
 import json
-import random
-import re
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
-import aio_pika
 import msgspec
 import pytest
-from aio_pika.abc import AbstractIncomingMessage
-from jsonschema import Draft202012Validator, FormatChecker
 
 from schemas import EnactmentRecord, ImprovementAction, Plan, asyncapi, routing_key
 from schemas.asyncapi import DOCUMENT, document, render
 from schemas.commands import OWNER, SubsystemCommand, SubsystemReply, command_routing_key
 from schemas.control import ControlMessage
 from schemas.names import Names
-from tests.support.broker import Broker
-from tests.support.factories import EXAMPLE_PLAN
+from tests.support.asyncapi import DOC, MESSAGES
+from tests.support.asyncapi import address as _address
+from tests.support.asyncapi import validator as _validator
 from tests.support.nodejs import run_script
-from tests.support.workers import ServerStarter, WorkerStarter
-from worker import seed_subsystems
 from worker.amqp.metrics import PARK_REASONS
-from worker.amqp.remote import DIRECT_REPLY_TO
 from worker.amqp.topology import layout
 from worker.cli import main
-from worker.demo.simulated import SimulatedCycle, SimulatedOrchestrator
 from worker.settings import WorkerSettings
 
-DOC = document()
-MESSAGES = DOC["components"]["messages"]
 #: Each message of the document with a body the worker decodes, and the Struct it decodes to.
 DECODED: dict[str, type[msgspec.Struct]] = {
     "plan": Plan,
@@ -140,27 +130,6 @@ def test_the_payload_schemas_mean_the_same_in_draft_07() -> None:
     assert _keywords(DOC["components"]["schemas"]) & _AFTER_DRAFT_07 == set()
 
 
-def _pointer(payload: Any, location: str) -> str:
-    """The value at a runtime expression ``$message.payload#/a/b``."""
-    value = payload
-    for part in location.removeprefix("$message.payload#/").split("/"):
-        value = value[part]
-    return str(value)
-
-
-def _address(channel: str, payload: Any, **known: str) -> str:
-    """The channel's address with each parameter read from the payload (or given)."""
-    parameters = DOC["components"]["parameters"]
-
-    def value(match: re.Match[str]) -> str:
-        name = match.group(1)
-        if name in known:
-            return known[name]
-        return _pointer(payload, parameters[name]["location"])
-
-    return re.sub(r"\{(\w+)\}", value, DOC["channels"][channel]["address"])
-
-
 def test_the_results_routing_key_grammar_is_the_workers() -> None:
     record = asyncapi.EXAMPLE_RECORD
     assert _address("results", msgspec.to_builtins(record)) == routing_key(record)
@@ -174,13 +143,6 @@ def test_the_commands_routing_key_grammar_is_the_workers() -> None:
     parameters = DOC["components"]["parameters"]
     assert set(parameters["subsystem"]["enum"]) == {owner.value for owner in OWNER.values()}
     assert set(parameters["verb"]["enum"]) == {verb.__struct_config__.tag for verb in OWNER}
-
-
-def _validator(schema: dict[str, Any]) -> Draft202012Validator:
-    """A 2020-12 validator for a schema of the document, its component $refs resolved."""
-    return Draft202012Validator(
-        {**schema, "components": DOC["components"]}, format_checker=FormatChecker()
-    )
 
 
 @pytest.mark.parametrize("name", [m for m in MESSAGES if "examples" in MESSAGES[m]])
@@ -203,54 +165,3 @@ def test_schema_asyncapi_prints_the_document_for_a_namespace(
     printed = json.loads(capsys.readouterr().out)
     assert printed["channels"]["plansQueue"]["address"] == "prod.plans"
     assert "optimiser." not in json.dumps(printed["channels"])
-
-
-# --- on a real broker: what the worker publishes is what the document says -------------------
-
-
-def _check(message: AbstractIncomingMessage, name: str, *, body: bool = True) -> None:
-    """``message`` as the document's message ``name`` describes it."""
-    described = MESSAGES[name]
-    assert message.content_type == described.get("contentType", message.content_type)
-    amqp = described.get("bindings", {}).get("amqp", {})
-    if "messageType" in amqp:
-        assert message.type == amqp["messageType"]
-    if "headers" in described:
-        _validator(described["headers"]).validate(dict(message.headers))
-    if body:
-        _validator(described["payload"]).validate(json.loads(message.body))
-
-
-@pytest.mark.integration
-async def test_what_the_worker_publishes_is_what_the_document_says(
-    broker: Broker, start_worker: WorkerStarter, serve: ServerStarter
-) -> None:
-    orchestrator = SimulatedOrchestrator(random.Random(0), failure_rate=0.0)
-    await serve(seed_subsystems(SimulatedCycle(), orchestrator))
-    await start_worker()  # no subsystems given: it sends commands
-    results = await broker.results_queue()
-    # A copy of every command, beside the subsystem server's queues.
-    commands = await broker.channel.declare_queue(f"{broker.names.namespace}.test-commands")
-    broker.extra_queues.append(commands.name)
-    await commands.bind(broker.names.commands_exchange, "#")
-
-    await broker.publish_plan(EXAMPLE_PLAN)
-    await broker.publish_plan(b'{"plan_id": "p", "actions": [{"action_id": 7}]}')
-
-    for record in await broker.drain(results.name, expect=6):
-        _check(record, "record")
-        assert record.routing_key == _address("results", json.loads(record.body))
-        assert record.delivery_mode == aio_pika.DeliveryMode.PERSISTENT
-    [review] = await broker.drain(broker.names.review_queue, expect=1)
-    _check(review, "reviewItem")
-    [parked] = await broker.drain(broker.names.invalid_queue, expect=1)
-    _check(parked, "parkedPlan", body=False)
-    sent = await broker.drain(commands.name, expect=4)
-    assert len(sent) == 4
-    for command in sent:
-        _check(command, "command")
-        subsystem = (command.routing_key or "").split(".")[0]
-        payload = json.loads(command.body)
-        assert command.routing_key == _address("commands", payload, subsystem=subsystem)
-        # The broker gives each direct reply-to consumer a name of its own under it.
-        assert (command.reply_to or "").startswith(f"{DIRECT_REPLY_TO}.")

@@ -8,7 +8,6 @@ import json
 import secrets
 import shutil
 import subprocess
-import sys
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
@@ -26,35 +25,11 @@ from schemas import EnactmentStatus, decode_record
 from schemas.names import Names
 from tests.support.broker import rabbitmqctl
 from tests.support.factories import plan_of, wait_for
-from tests.support.paths import ROOT
 from worker.core.seed import seed_subsystems
-from worker.ops.definitions import ROLES, definitions, password_hash
+from worker.ops.definitions import ROLES, definitions
 from worker.settings import WorkerSettings
 
-SHIPPED = ROOT / "deploy" / "rabbitmq" / "definitions.json"
-
 pytestmark = pytest.mark.integration
-
-
-def test_the_shipped_definitions_are_the_generated_ones() -> None:
-    generated = subprocess.run(
-        [sys.executable, "-m", "worker.cli", "definitions"],
-        cwd=ROOT, capture_output=True, text=True, check=True, timeout=60,
-    ).stdout  # fmt: skip
-    assert json.loads(SHIPPED.read_text()) == json.loads(generated), (
-        "deploy/rabbitmq/definitions.json is stale: regenerate it with "
-        "`self-optimiser definitions -o deploy/rabbitmq/definitions.json`"
-    )
-    shipped = json.loads(SHIPPED.read_text())
-    assert "guest" not in {user["name"] for user in shipped["users"]}
-    assert all(user["password_hash"] == "" for user in shipped["users"])  # no secret in git
-
-
-def test_password_hashes_are_rabbitmqs_sha256_scheme() -> None:
-    # The example from RabbitMQ's docs (passwords.md): salt 908D C60A, password "test12".
-    assert password_hash("test12", bytes.fromhex("908DC60A")) == (
-        "kI3GCqW5JLMJa4iX1lo7X4D6XbYqlLgxIs30+P6tENUV2POR"
-    )
 
 
 @dataclass

@@ -5,14 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 import urllib.request
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
 import aio_pika
-import jsonschema
 import pytest
 
 from schemas import EnactmentRecord, EnactmentStatus, decode_action, decode_record, encode
@@ -236,27 +234,6 @@ async def test_publish_prints_the_records_and_refuses_a_bad_plan_with_its_path(
     code, out, err = await run_cli(capsys, "publish", str(bad))
     assert code == 2
     assert "$.actions[0].action_kind" in err
-
-
-def test_schema_control_validates_a_real_control_message(
-    capsys: pytest.CaptureFixture[str],
-) -> None:
-    assert main(["schema", "control"]) == 0
-    schema = json.loads(capsys.readouterr().out)
-    message = ControlMessage(command=ControlCommand.PAUSE, reason="r", issued_at=datetime.now(UTC))
-    jsonschema.Draft202012Validator(schema).validate(json.loads(encode(message)))
-
-
-def test_an_unreachable_broker_is_one_sentence_and_exit_1_within_seconds(
-    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setenv("OPTIMISER_AMQP_URL", "amqp://guest:guest@127.0.0.1:1/")
-    started = time.monotonic()
-    assert main(["status"]) == 1
-    err = capsys.readouterr().err.strip().splitlines()
-    assert err[-1].startswith("self-optimiser: error: no broker answered at amqp://guest:***@")
-    assert "is RabbitMQ running there" in err[-1]
-    assert time.monotonic() - started < 30  # not the worker's two minutes of retries
 
 
 async def test_a_pause_still_reaches_a_worker_whose_control_consumer_the_broker_cancelled(

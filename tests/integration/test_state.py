@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
 import re
 import shutil
 import uuid
@@ -29,7 +28,7 @@ from worker.amqp import streams
 from worker.amqp.errors import TopologyMismatch
 from worker.amqp.publisher import Publisher
 from worker.amqp.review import AmqpReviewSink
-from worker.amqp.state import MESSAGE_BYTES, StateFollower, records_messages
+from worker.amqp.state import StateFollower
 from worker.amqp.worker import Worker
 from worker.core.clock import SystemClock
 from worker.core.errors import PlanLost
@@ -358,27 +357,3 @@ async def test_a_worker_that_may_not_declare_says_once_that_the_old_binding_is_s
     )
     await asyncio.sleep(0.5)
     assert len([m for m in caplog.messages if "is still bound to" in m]) == 1
-
-
-def test_records_beyond_a_message_s_size_go_in_the_next_and_each_reads_back_whole() -> None:
-    at = datetime.now(UTC)
-    records = [
-        EnactmentRecord(
-            plan_id="big",
-            action=ImprovementAction(
-                action_id=f"big-{n}", module_name="m", action_kind=ActionKind.NO_OP,
-                rationale="x" * 1000,
-            ),
-            status=EnactmentStatus.SKIPPED,
-            detail="no-op",
-            attempted_at=at,
-        )
-        for n in range(600)
-    ]  # fmt: skip
-    bodies = [encode(r) for r in records]
-    messages = records_messages("N.notes", bodies)
-    assert len(messages) == math.ceil(sum(len(b) + 1 for b in bodies) / MESSAGE_BYTES)
-    assert all(len(m.body) <= MESSAGE_BYTES for m in messages)
-    assert len({m.properties.message_id for m in messages}) == len(messages)
-    read = [r for m in messages for r in records_of(m.properties.message_type, m.body)]
-    assert read == records

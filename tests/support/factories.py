@@ -1,14 +1,18 @@
-"""What tests build their inputs from: actions, plans, the example plan, and a poll."""
+"""What tests build their inputs from: actions, plans, records, the example plan, the files a
+misused command line names, and a poll."""
 
 from __future__ import annotations
 
 import asyncio
 import itertools
+import json
 from collections.abc import Callable
+from datetime import datetime
+from pathlib import Path
 
 import pytest
 
-from schemas import ActionKind, ImprovementAction
+from schemas import ActionKind, EnactmentRecord, EnactmentStatus, ImprovementAction
 from tests.support.paths import ROOT
 
 #: The example plan of ``examples/plan.json``, one action of every kind: its path and its bytes.
@@ -37,6 +41,20 @@ def action(
     )
 
 
+def record(action_id: str, at: datetime, *, replay: bool = False) -> EnactmentRecord:
+    """A NO_OP action's SKIPPED record in plan "p", attempted ``at``."""
+    return EnactmentRecord(
+        plan_id="p",
+        action=ImprovementAction(
+            action_id=action_id, module_name="m", action_kind=ActionKind.NO_OP
+        ),
+        status=EnactmentStatus.SKIPPED,
+        detail="no-op",
+        attempted_at=at,
+        replay=replay,
+    )
+
+
 def plan_of(*kinds: str, plan_id: str = "p") -> dict[str, object]:
     return {
         "plan_id": plan_id,
@@ -54,6 +72,24 @@ def no_op_plan(plan_id: str, actions: int = 2) -> dict[str, object]:
             {"action_id": f"{plan_id}-{i}", "module_name": f"m{i}", "action_kind": "NO_OP"}
             for i in range(actions)
         ],
+    }
+
+
+def cli_files(tmp_path: Path) -> dict[str, str]:
+    """A plan, a bad plan and one too big for a message, written to ``tmp_path``, by the word a
+    misused command line names each by."""
+    plan = {
+        "plan_id": "p",
+        "actions": [{"action_id": "a", "module_name": "m", "action_kind": "NO_OP"}],
+    }
+    (tmp_path / "plan.json").write_text(json.dumps(plan))
+    (tmp_path / "bad.json").write_text('{"plan_id": "p\\n", "actions": []}')
+    huge = dict(plan, planner="", padding="x" * 1_100_000)
+    (tmp_path / "huge.json").write_text(json.dumps(huge))
+    return {
+        "PLAN": str(tmp_path / "plan.json"),
+        "BAD_PLAN": str(tmp_path / "bad.json"),
+        "HUGE_PLAN": str(tmp_path / "huge.json"),
     }
 
 
