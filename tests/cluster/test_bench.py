@@ -9,12 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 from bench.e2e import CANDIDATES
 from tests.support.paths import ROOT
-
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
 def test_the_quick_end_to_end_bench_measures_every_candidate(amqp_url: str) -> None:

@@ -38,8 +38,6 @@ from worker.amqp.topology import declare
 from worker.settings import WorkerSettings
 from worker.subsystems.server import SubsystemServer
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
-
 PLANS = 120
 #: Per plan: two changes counted at the subsystem, two review items counted on their queue.
 KINDS = ("REDUCE_LOAD", "FLAG_FOR_REVIEW", "REDUCE_LOAD", "FLAG_FOR_REVIEW")

@@ -11,7 +11,6 @@ import random
 from collections import Counter
 
 import aio_pika
-import pytest
 
 from tests.support.broker import Broker, rabbitmqctl
 from tests.support.processes import DELIVERY_ONLY, WorkerProcess
@@ -19,8 +18,6 @@ from tests.support.records import RecordLog, spread_plans
 from tests.support.subsystems import CountingLoad
 from tests.support.workers import ServerStarter
 from worker import Subsystems
-
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 SOAK_PLANS = int(os.environ.get("OPTIMISER_SOAK_PLANS", "2000"))
 SOAK_TIMEOUT_S = 240.0

@@ -20,8 +20,6 @@ from worker.amqp.errors import BrokerRefused
 from worker.core.errors import ConfigError
 from worker.settings import WorkerSettings
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
-
 
 @dataclass(frozen=True)
 class TlsBroker:

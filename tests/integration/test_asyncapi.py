@@ -6,7 +6,6 @@ import json
 import random
 
 import aio_pika
-import pytest
 from aio_pika.abc import AbstractIncomingMessage
 
 from tests.support.asyncapi import MESSAGES
@@ -33,7 +32,6 @@ def _check(message: AbstractIncomingMessage, name: str, *, body: bool = True) ->
         _validator(described["payload"]).validate(json.loads(message.body))
 
 
-@pytest.mark.integration
 async def test_what_the_worker_publishes_is_what_the_document_says(
     broker: Broker, start_worker: WorkerStarter, serve: ServerStarter
 ) -> None:

@@ -30,8 +30,6 @@ from worker.amqp.errors import BrokerLost
 from worker.amqp.topology import queue_states
 from worker.settings import WorkerSettings
 
-pytestmark = pytest.mark.integration
-
 
 @pytest.fixture
 async def proxy(amqp_url: str) -> AsyncIterator[SilencingProxy]:

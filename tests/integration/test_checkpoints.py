@@ -47,7 +47,6 @@ async def served(broker: Broker, serve: ServerStarter, caplog: pytest.LogCapture
     return Served(load, (await broker.results_queue()).name)
 
 
-@pytest.mark.integration
 async def test_a_restarted_worker_reads_the_checkpoints_not_the_records_and_forgets_nothing(
     broker: Broker,
     start_worker: WorkerStarter,
@@ -83,7 +82,6 @@ async def test_a_restarted_worker_reads_the_checkpoints_not_the_records_and_forg
     assert load.applied == {"before-0": 1}
 
 
-@pytest.mark.integration
 async def test_checkpoints_that_name_another_stream_are_not_trusted(
     broker: Broker,
     start_worker: WorkerStarter,
@@ -113,7 +111,6 @@ async def test_checkpoints_that_name_another_stream_are_not_trusted(
     await _remembers(broker, results, load, enacted="before")
 
 
-@pytest.mark.integration
 async def test_a_standby_that_takes_over_goes_on_from_the_active_ones_checkpoints(
     broker: Broker,
     start_worker: WorkerStarter,
@@ -171,7 +168,6 @@ async def _publish_checkpoint(broker: Broker, checkpoint: Checkpoint) -> None:
         await connection.close()
 
 
-@pytest.mark.integration
 @pytest.mark.parametrize(("reuse_s", "fences"), [(0.0, range(20, 40)), (1.0, range(1, 10))])
 async def test_a_fence_serves_the_plans_after_it_for_fence_reuse_s(
     broker: Broker, start_worker: WorkerStarter, reuse_s: float, fences: range
@@ -193,7 +189,6 @@ async def _markers(broker: Broker) -> int:
     return sum(kind == MARKER_TYPE for kind, _ in messages)
 
 
-@pytest.mark.integration
 async def test_a_checkpoint_the_stream_lost_is_written_again(
     broker: Broker,
     start_worker: WorkerStarter,
@@ -224,7 +219,6 @@ async def test_a_checkpoint_the_stream_lost_is_written_again(
     assert second[1] > first[1]
 
 
-@pytest.mark.integration
 async def test_a_checkpoint_that_cannot_be_read_is_not_loaded_at_all(
     broker: Broker,
     start_worker: WorkerStarter,

@@ -7,8 +7,6 @@ import re
 import subprocess
 import sys
 
-import pytest
-
 from tests.support.paths import ROOT
 
 
@@ -27,7 +25,6 @@ def run_demo_command(amqp_url: str, *args: str) -> subprocess.CompletedProcess[s
     return done
 
 
-@pytest.mark.integration
 def test_the_live_demo_exits_zero_with_every_status_it_claims(amqp_url: str) -> None:
     done = run_demo_command(amqp_url, "--duration", "5", "--seed", "5")
     assert "namespace optimiser-demo-" in done.stdout
@@ -40,7 +37,6 @@ def test_the_live_demo_exits_zero_with_every_status_it_claims(amqp_url: str) -> 
         assert f"  {status} " in done.stdout  # and each shows as a record line
 
 
-@pytest.mark.integration
 def test_the_live_dry_run_demo_enacts_nothing(amqp_url: str) -> None:
     done = run_demo_command(amqp_url, "--duration", "2", "--dry-run")
     assert "SUCCESS 0, FAILED 0, SKIPPED " in done.stdout

@@ -17,7 +17,6 @@ def files(tmp_path: Path) -> dict[str, str]:
     return cli_files(tmp_path)
 
 
-@pytest.mark.integration
 @pytest.mark.parametrize("command", ["tail", "publish"])
 def test_a_namespace_never_declared_is_one_sentence_and_exit_1(
     command: str,

@@ -13,8 +13,6 @@ from tests.support.proxy import SilencingProxy
 from worker.amqp.connection import connect
 from worker.settings import WorkerSettings
 
-pytestmark = pytest.mark.integration
-
 DEAD = "amqp://guest:guest@127.0.0.1:1/"  # nothing listens on port 1
 
 

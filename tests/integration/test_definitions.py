@@ -29,8 +29,6 @@ from worker.core.seed import seed_subsystems
 from worker.ops.definitions import ROLES, definitions
 from worker.settings import WorkerSettings
 
-pytestmark = pytest.mark.integration
-
 
 @dataclass
 class Vhost:

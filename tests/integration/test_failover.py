@@ -27,8 +27,6 @@ from tests.support.workers import ServerStarter
 from worker import SubsystemResult, Subsystems
 from worker.subsystems.server import SubsystemServer
 
-pytestmark = pytest.mark.integration
-
 
 @dataclass
 class Counted:

@@ -29,7 +29,6 @@ from tests.support.workers import WorkerStarter
 from worker import OptimiserConfig, SubsystemResult, Subsystems
 
 pytestmark = [
-    pytest.mark.integration,
     pytest.mark.skipif(shutil.which("rabbitmqctl") is None, reason="needs rabbitmqctl"),
 ]
 

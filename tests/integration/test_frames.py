@@ -21,7 +21,6 @@ def _plan(plan_id: str) -> bytes:
     return json.dumps(plan_of("NO_OP", plan_id=plan_id)).encode()
 
 
-@pytest.mark.integration
 async def test_a_plan_the_client_cannot_read_is_parked_alone_and_its_neighbours_enacted_once(
     broker: Broker, start_worker: WorkerStarter, amqp_url: str, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -78,7 +77,6 @@ async def test_a_plan_the_client_cannot_read_is_parked_alone_and_its_neighbours_
     assert all(not m.redelivered for m in parked)
 
 
-@pytest.mark.integration
 async def test_a_message_nobody_can_read_in_the_state_streams_is_skipped_and_restore_goes_on(
     broker: Broker, start_worker: WorkerStarter, amqp_url: str, caplog: pytest.LogCaptureFixture
 ) -> None:

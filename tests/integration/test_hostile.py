@@ -18,8 +18,6 @@ from tests.support.records import RecordLog
 from tests.support.workers import ServerStarter
 from worker import Subsystems
 
-pytestmark = pytest.mark.integration
-
 PLANS_PER_ROUND = 5
 
 

@@ -24,8 +24,6 @@ from worker.amqp.errors import TopologyMismatch
 from worker.cli import main
 from worker.core.seed import seed_subsystems
 
-pytestmark = pytest.mark.integration
-
 
 @pytest.fixture
 def cli_env(amqp_url: str, broker: Broker, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:

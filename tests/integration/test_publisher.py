@@ -17,8 +17,6 @@ from tests.support.messages import message
 from worker.amqp.errors import PublishFailed
 from worker.amqp.publisher import Outgoing, Publisher
 
-pytestmark = pytest.mark.integration
-
 
 @dataclass
 class Bound:

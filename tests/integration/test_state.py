@@ -36,8 +36,6 @@ from worker.core.memory import FlagMemory, RecordMemory
 from worker.core.optimiser import AsyncSelfOptimiser
 from worker.settings import WorkerSettings
 
-pytestmark = pytest.mark.integration
-
 
 async def test_a_plan_sent_again_is_not_enacted_again_its_records_are_replayed(
     broker: Broker, start_worker: WorkerStarter, serve: ServerStarter

@@ -26,8 +26,6 @@ from tests.support.workers import ServerStarter, WorkerStarter
 from worker import OptimiserConfig, SubsystemResult, Subsystems, seed_subsystems
 from worker.demo.simulated import SimulatedCycle, SimulatedOrchestrator
 
-pytestmark = pytest.mark.integration
-
 decode_reply = msgspec.json.Decoder(SubsystemReply).decode
 
 

@@ -31,8 +31,6 @@ from worker.ops.publish import publish_plan, read_plan
 from worker.ops.tail import tail_records
 from worker.settings import WorkerSettings
 
-pytestmark = pytest.mark.integration
-
 
 async def test_a_plan_of_every_kind_gives_six_records_one_review_item_and_is_acked(
     broker: Broker, start_worker: WorkerStarter
