@@ -1,13 +1,14 @@
 """Effectively-once on a real three-node cluster with node faults (slow: part of ``.ci/run``).
 
-Three nodes of the tests' own (``tests/nodes.py``; the broker on 5672 is never touched), with a
-10 s net tick. Node A declares the namespace, so it leads the plans queue and the state stream;
-the active worker prefers node B, its standby node C; the subsystem server and the test's own
-clients use node C, which no test faults. Plans of REDUCE_LOAD and FLAG_FOR_REVIEW actions are
-counted where they land: at the served subsystem, on the review queue, on the results exchange
-and in the state stream itself. Whatever the fault: nothing lost, nothing enacted twice, no
-record missing from the state log, and one record per action that is not a replay (a copy
-re-sent after a lost confirm is the same record, with the same message id).
+Three nodes of the tests' own (``tests/support/rabbit_nodes.py``; the broker on 5672 is never
+touched), with a 10 s net tick. Node A declares the namespace, so it leads the plans queue and
+the state stream; the active worker prefers node B, its standby node C; the subsystem server
+and the test's own clients use node C, which no test faults. Plans of REDUCE_LOAD and
+FLAG_FOR_REVIEW actions are counted where they land: at the served subsystem, on the review
+queue, on the results exchange and in the state stream itself. Whatever the fault: nothing
+lost, nothing enacted twice, no record missing from the state log, and one record per action
+that is not a replay (a copy re-sent after a lost confirm is the same record, with the same
+message id).
 """
 
 from __future__ import annotations

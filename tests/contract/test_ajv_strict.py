@@ -2,8 +2,8 @@
 
 Every schema in ``schemas/json/`` must compile with ajv's 2020-12 class (``ajv/dist/2020``) in
 strict mode with ajv-formats, as docs/wire-contract.md tells clients to; ajv must accept what the
-worker accepts and refuse what it refuses (the contract corpus of ``test_contract.py``), but for
-the differences docs/wire-contract.md lists. Run by ``tests/js/compile_schemas.mjs``.
+worker accepts and refuse what it refuses (the contract corpus, ``tests/support/corpus.py``), but
+for the differences docs/wire-contract.md lists. Run by ``tests/js/compile_schemas.mjs``.
 """
 
 from __future__ import annotations

@@ -20,7 +20,7 @@ def body(document: object) -> bytes:
     return json.dumps(document, ensure_ascii=False).encode("utf-8", "surrogatepass")
 
 
-#: What a JSON Schema cannot say: listed in the README's wire contract, refused by the worker.
+#: What a JSON Schema cannot say: listed in docs/wire-contract.md, refused by the worker.
 SCHEMA_CANNOT = {
     "duplicate action ids": body(plan(action(), action())),
     "an integer written as 1.0": body(plan(action(priority=1.0))),
