@@ -2,18 +2,6 @@
 run for minutes (the soak, the bench): each test collected here is marked ``integration``
 and ``slow``."""
 
-from __future__ import annotations
+from tests.support.rooms import marked
 
-from pathlib import Path
-
-import pytest
-
-HERE = Path(__file__).resolve().parent
-
-
-@pytest.hookimpl(tryfirst=True)  # before ``-m`` deselects by marker
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    for item in items:
-        if HERE in item.path.resolve().parents:
-            item.add_marker(pytest.mark.integration)
-            item.add_marker(pytest.mark.slow)
+pytest_collection_modifyitems = marked(__file__, "integration", "slow")

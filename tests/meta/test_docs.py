@@ -49,3 +49,23 @@ def test_the_architecture_page_names_every_room() -> None:
     assert rooms
     for room in rooms:
         assert f"| `worker/{room}/` |" in architecture, f"docs/architecture.md: no row for {room}"
+
+
+PAGES = [
+    "README.md",
+    "bench/README.md",
+    "deploy/README.md",
+    *(f"docs/{p.name}" for p in (ROOT / "docs").glob("*.md")),
+]
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_every_file_of_the_repository_a_page_names_is_there(page: str) -> None:
+    text = (ROOT / page).read_text(encoding="utf-8")
+    named = set(
+        re.findall(
+            r"(?<![\w/.])((?:worker|schemas|tests|bench|deploy)/[\w/.-]+\.(?:py|md|yml|json))", text
+        )
+    )
+    missing = sorted(path for path in named if not (ROOT / path).exists())
+    assert missing == [], f"{page} names files that are not there"

@@ -17,13 +17,13 @@ from dataclasses import dataclass, field
 from schemas.commands import (
     BudgetChange,
     IncreaseBudget,
-    ShedLoad,
     SubsystemCommand,
     SwapChange,
     SwapModule,
     ThresholdChange,
     TuneThreshold,
 )
+from tests.support.subsystems import EveryVerb
 from worker.core.ports import SubsystemResult
 
 #: The module whose budget subsystem always fails.
@@ -59,7 +59,7 @@ def hostile_plan(plan_id: str, *, broken_first: bool = False) -> dict[str, objec
 
 
 @dataclass
-class Scoreboard:
+class Scoreboard(EveryVerb):
     """Detector, budgets and orchestrator with real state, and a log of what reached them."""
 
     threshold_ms: float = 200.0
@@ -71,17 +71,6 @@ class Scoreboard:
 
     def _applied(self, action_id: str) -> None:
         self.calls[action_id] = self.calls.get(action_id, 0) + 1
-
-    async def apply(self, command: SubsystemCommand) -> SubsystemResult:
-        match command.arguments:
-            case TuneThreshold() as arguments:
-                return await self.tune(command, arguments)
-            case IncreaseBudget() as arguments:
-                return await self.increase(command, arguments)
-            case ShedLoad():
-                return await self.shed(command)
-            case SwapModule() as arguments:
-                return await self.swap(command, arguments)
 
     async def tune(self, command: SubsystemCommand, request: TuneThreshold) -> SubsystemResult:
         self._applied(command.action_id)

@@ -11,7 +11,13 @@ from types import SimpleNamespace
 from typing import Any
 from unittest.mock import AsyncMock, Mock
 
-from schemas.commands import SubsystemCommand
+from schemas.commands import (
+    IncreaseBudget,
+    ShedLoad,
+    SubsystemCommand,
+    SwapModule,
+    TuneThreshold,
+)
 from worker import DetectorConfig, SubsystemResult
 
 
@@ -50,3 +56,30 @@ class CountingLoad:
             await asyncio.sleep(self.pause_s)
         self.applied[command.action_id] += 1
         return SubsystemResult(True, "shed")
+
+
+class EveryVerb:
+    """A stand-in for every subsystem at once: each command goes to the method of its verb."""
+
+    async def apply(self, command: SubsystemCommand) -> SubsystemResult:
+        match command.arguments:
+            case TuneThreshold() as arguments:
+                return await self.tune(command, arguments)
+            case IncreaseBudget() as arguments:
+                return await self.increase(command, arguments)
+            case ShedLoad():
+                return await self.shed(command)
+            case SwapModule() as arguments:
+                return await self.swap(command, arguments)
+
+    async def tune(self, command: SubsystemCommand, request: TuneThreshold) -> SubsystemResult:
+        raise NotImplementedError
+
+    async def increase(self, command: SubsystemCommand, request: IncreaseBudget) -> SubsystemResult:
+        raise NotImplementedError
+
+    async def shed(self, command: SubsystemCommand) -> SubsystemResult:
+        raise NotImplementedError
+
+    async def swap(self, command: SubsystemCommand, request: SwapModule) -> SubsystemResult:
+        raise NotImplementedError

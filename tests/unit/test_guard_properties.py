@@ -22,16 +22,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from schemas import ActionKind, EnactmentRecord, ImprovementAction
-from schemas.commands import (
-    BudgetChange,
-    IncreaseBudget,
-    ShedLoad,
-    SubsystemCommand,
-    SwapChange,
-    SwapModule,
-    ThresholdChange,
-    TuneThreshold,
-)
+from schemas import commands as wire
+from tests.support.subsystems import EveryVerb
 from worker import AsyncSelfOptimiser, ManualClock, OptimiserConfig, SubsystemResult, Subsystems
 from worker.core.effects import effect_of
 from worker.core.guards import LEARNED_FROM, Instant
@@ -47,7 +39,7 @@ EPSILON = 1e-6
 
 
 @dataclass
-class World:
+class World(EveryVerb):
     """The subsystems, with real state, and a log of every call that reached them."""
 
     clock: ManualClock
@@ -65,43 +57,40 @@ class World:
     def _moved(self, setting: str, old: float, new: float) -> None:
         self.moves.setdefault(setting, []).append((self.clock.monotonic(), old, new))
 
-    async def apply(self, command: SubsystemCommand) -> SubsystemResult:
-        match command.arguments:
-            case TuneThreshold() as arguments:
-                return await self.tune(command, arguments)
-            case IncreaseBudget() as arguments:
-                return await self.increase(command, arguments)
-            case ShedLoad():
-                return await self.shed(command)
-            case SwapModule() as arguments:
-                return await self.swap(command, arguments)
-
-    async def tune(self, command: SubsystemCommand, request: TuneThreshold) -> SubsystemResult:
+    async def tune(
+        self, command: wire.SubsystemCommand, request: wire.TuneThreshold
+    ) -> SubsystemResult:
         if not self._reach(command.module, K.TUNE_THRESHOLD):
             return SubsystemResult(False, "refused")
         old = self.threshold
         self.threshold = min(request.ceiling_ms, max(request.floor_ms, old * (1 + request.delta)))
         self._moved("threshold", old, self.threshold)
-        return SubsystemResult(True, "tuned", ThresholdChange(old_ms=old, new_ms=self.threshold))
+        return SubsystemResult(
+            True, "tuned", wire.ThresholdChange(old_ms=old, new_ms=self.threshold)
+        )
 
-    async def increase(self, command: SubsystemCommand, request: IncreaseBudget) -> SubsystemResult:
+    async def increase(
+        self, command: wire.SubsystemCommand, request: wire.IncreaseBudget
+    ) -> SubsystemResult:
         if not self._reach(command.module, K.INCREASE_BUDGET):
             return SubsystemResult(False, "refused")
         old = self.budgets.get(command.module, request.default_s)
         new = min(request.ceiling_s, max(request.floor_s, old * request.factor))
         self.budgets[command.module] = new
         self._moved(f"budget:{command.module}", old, new)
-        return SubsystemResult(True, "raised", BudgetChange(old_s=old, new_s=new))
+        return SubsystemResult(True, "raised", wire.BudgetChange(old_s=old, new_s=new))
 
-    async def shed(self, command: SubsystemCommand) -> SubsystemResult:
+    async def shed(self, command: wire.SubsystemCommand) -> SubsystemResult:
         ok = self._reach(command.module, K.REDUCE_LOAD)
         return SubsystemResult(ok, "shed" if ok else "refused")
 
-    async def swap(self, command: SubsystemCommand, request: SwapModule) -> SubsystemResult:
+    async def swap(
+        self, command: wire.SubsystemCommand, request: wire.SwapModule
+    ) -> SubsystemResult:
         if not self._reach(command.module, K.HOT_SWAP_MODULE):
             return SubsystemResult(False, "rolled back")
         self.versions[command.module] = request.target_version
-        change = SwapChange(outcome="SUCCESS", version=request.target_version)
+        change = wire.SwapChange(outcome="SUCCESS", version=request.target_version)
         return SubsystemResult(True, "swapped", change)
 
     async def submit(

@@ -15,19 +15,10 @@ import pytest
 from schemas import ParkReason
 from schemas.commands import SubsystemCommand
 from tests.support.delivery import FakeDelivery, Harness
+from tests.support.factories import plan_of as plan
 from worker import SubsystemResult, Subsystems
 from worker.amqp import plans
 from worker.amqp.outcome import Fate
-
-
-def plan(*kinds: str, plan_id: str = "p") -> dict[str, object]:
-    return {
-        "plan_id": plan_id,
-        "actions": [
-            {"action_id": f"{plan_id}-{i}", "module_name": f"m{i}", "action_kind": kind}
-            for i, kind in enumerate(kinds)
-        ],
-    }
 
 
 @dataclass

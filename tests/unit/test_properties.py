@@ -20,11 +20,11 @@ from schemas import (
 )
 from schemas.commands import (
     IncreaseBudget,
-    ShedLoad,
     SubsystemCommand,
     SwapModule,
     TuneThreshold,
 )
+from tests.support.subsystems import EveryVerb
 from worker import (
     AsyncSelfOptimiser,
     ManualClock,
@@ -43,7 +43,7 @@ PARAMETER_VALUES = ("0.1", "-0.4", "1.0", "2", "abc", "nan", "inf", "", "1.5", "
 
 
 @dataclass
-class FakeSubsystems:
+class FakeSubsystems(EveryVerb):
     """One object that plays every port and counts every call it gets."""
 
     calls: list[tuple[str, str]] = field(default_factory=list)
@@ -58,17 +58,6 @@ class FakeSubsystems:
         if module == "absent":
             raise SubsystemUnavailable("nobody there")
         return SubsystemResult(True, "done")
-
-    async def apply(self, command: SubsystemCommand) -> SubsystemResult:
-        match command.arguments:
-            case TuneThreshold() as arguments:
-                return await self.tune(command, arguments)
-            case IncreaseBudget() as arguments:
-                return await self.increase(command, arguments)
-            case ShedLoad():
-                return await self.shed(command)
-            case SwapModule() as arguments:
-                return await self.swap(command, arguments)
 
     async def tune(self, command: SubsystemCommand, request: TuneThreshold) -> SubsystemResult:
         return self._answer("detector", command.module)

@@ -9,7 +9,7 @@ into the stream ``N.checkpoints``, each message covering the offsets ``first..la
 - the review notes in that run (action id, when it was flagged);
 - in the last message of a write (``final``), the records the guards learn from
   (``LEARNED_FROM``) of their window: learning those gives every guard the state that
-  learning every record gives (``tests/test_guard_properties.py`` tries to break that).
+  learning every record gives (``tests/unit/test_guard_properties.py`` tries to break that).
 
 Each write starts where the last one read back from ``N.checkpoints`` ended (``Chain``), so a
 message the stream lost is written again, and a standby that takes over goes on from the

@@ -41,7 +41,7 @@ log = logging.getLogger(__name__)
 
 
 #: The step of aio-pika's reconnect loop that opens the transport (a name-mangled method of
-#: RobustConnection; tests/test_connection.py fails if a new aio-pika moves it).
+#: RobustConnection; tests/integration/test_connection.py fails if a new aio-pika moves it).
 _CONNECT_STEP: Final = "_RobustConnection__connect_transport"
 _original_step: Callable[[RobustConnection], Awaitable[None]] = getattr(
     RobustConnection, _CONNECT_STEP

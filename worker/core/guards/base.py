@@ -72,7 +72,7 @@ class Guard:
     name: ClassVar[str] = "guard"
     #: The kinds of action it may refuse, trim or mark: ``admit`` is asked of no other, which
     #: spares every action the calls of the guards it cannot concern
-    #: (``tests/test_guard_properties.py`` tries to break that).
+    #: (``tests/unit/test_guard_properties.py`` tries to break that).
     kinds: ClassVar[frozenset[ActionKind]] = frozenset(ActionKind)
 
     def begin(self) -> None:

@@ -46,12 +46,10 @@ class Stabilization(Guard):
                 f"reversing it is refused for {span(window)} after a change ({left:.0f}s left)",
             )
         if effect.target is not None and effect.target == last.previous:
+            went = f"moved from {last.previous} to {last.current} at {now.wall_at(last.at)}"
+            why = f"swapping back is refused for {span(window)} after a change ({left:.0f}s left)"
             return Refusal(
-                self.name,
-                RATE_LIMITED,
-                f"stabilization: {effect.setting} moved from {last.previous} to "
-                f"{last.current} at {now.wall_at(last.at)}; swapping back is refused for "
-                f"{span(window)} after a change ({left:.0f}s left)",
+                self.name, RATE_LIMITED, f"stabilization: {effect.setting} {went}; {why}"
             )
         return effect
 
