@@ -35,7 +35,7 @@ import tempfile
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -102,7 +102,13 @@ class Run:
 # --- the candidates, as processes --------------------------------------------------------------
 
 
-def command(candidate: str, url: str, namespace: str, prefetch: int) -> list[str]:
+def command(
+    candidate: str, url: str, namespace: str, prefetch: int, builds: Mapping[str, str] = {}
+) -> list[str]:
+    """How to start ``candidate``; ``builds`` names other builds of the worker, each by the
+    ``self-optimiser`` executable to run (``bench.versus``)."""
+    if candidate in builds:
+        return [builds[candidate], "run"]
     if candidate == RELAY:
         return [sys.executable, "-m", "bench.relays.aiopika_relay", url, namespace, str(prefetch)]
     if candidate == FASTSTREAM:
@@ -129,11 +135,19 @@ def worker_env(url: str, namespace: str, prefetch: int, **extra: str) -> dict[st
 class Candidate:
     """A candidate's process; its stderr goes to a file, shown if it dies."""
 
-    def __init__(self, name: str, url: str, namespace: str, prefetch: int, **env: str) -> None:
+    def __init__(
+        self,
+        name: str,
+        url: str,
+        namespace: str,
+        prefetch: int,
+        builds: Mapping[str, str] = {},
+        **env: str,
+    ) -> None:
         self.name = name
         self._log = tempfile.TemporaryFile()  # noqa: SIM115 - closed in stop()
         self.process = subprocess.Popen(
-            command(name, url, namespace, prefetch),
+            command(name, url, namespace, prefetch, builds),
             cwd=ROOT,
             env=worker_env(url, namespace, prefetch, **env),
             stdout=self._log,
@@ -311,7 +325,9 @@ def plan_bodies(count: int, actions: int, *, prefix: str) -> list[bytes]:
 # --- scenarios -----------------------------------------------------------------------------------
 
 
-async def throughput(candidate: str, url: str, scenario: Scenario) -> Run:
+async def throughput(
+    candidate: str, url: str, scenario: Scenario, *, builds: Mapping[str, str] = {}
+) -> Run:
     """Publish the backlog, start the candidate, count records from the first to the last."""
     async with Namespace(url, scenario.queue_type) as space:
         total = scenario.plans * scenario.actions_per_plan
@@ -319,7 +335,7 @@ async def throughput(candidate: str, url: str, scenario: Scenario) -> Run:
             scenario.plans, scenario.actions_per_plan, prefix=space.names.namespace
         )
         await space.publish(space.names.plans_exchange, bodies)
-        running = Candidate(candidate, url, space.names.namespace, scenario.prefetch)
+        running = Candidate(candidate, url, space.names.namespace, scenario.prefetch, builds)
         try:
             first: tuple[float, int, float] | None = None
             deadline = time.perf_counter() + RUN_TIMEOUT_S

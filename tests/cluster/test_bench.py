@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -38,3 +39,21 @@ def test_the_quick_end_to_end_bench_measures_every_candidate(amqp_url: str) -> N
     assert png.read_bytes().startswith(b"\x89PNG")
     for produced in (Path(written[0]), png, png.with_suffix(".md")):
         produced.unlink()
+
+
+def test_two_builds_of_the_worker_are_measured_side_by_side(amqp_url: str) -> None:
+    worker = shutil.which("self-optimiser", path=str(Path(sys.executable).parent))
+    assert worker, "the virtual environment has the self-optimiser command"
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.versus", worker, worker, "--quick", "--url", amqp_url],
+        cwd=ROOT, env={**os.environ}, capture_output=True, text=True, timeout=280, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    written = [line.split()[1] for line in done.stdout.splitlines() if line.startswith("wrote ")]
+    results = json.loads(Path(written[0]).read_text())
+    for per_plan in ("10", "1"):
+        runs = results[per_plan]["runs"]
+        assert set(runs) == {"old worker", "new worker", "aio-pika relay"}
+        assert all(run["actions_per_s"] > 0 for rounds in runs.values() for run in rounds)
+        assert results[per_plan]["new_vs_old"] > 0
+    Path(written[0]).unlink()
