@@ -3,9 +3,9 @@
 For a decoded plan: the actions whose ``action_id`` is remembered are not enacted again (their
 first record comes back marked ``replay``); the others go to ``enact()``; those beyond
 ``max_enactments_per_cycle`` get a SKIPPED record each; the records come out in the plan's order.
-As h11's connection does for HTTP, this step only decides: ``worker.amqp.worker`` reads the
-deliveries, catches up with the state stream when a plan is redelivered, publishes the
-records and settles the delivery. It knows nothing of AMQP.
+As h11's connection does for HTTP, this step only decides: the plan handler
+(``worker.amqp.plans``) reads the delivery, fences, publishes the records and settles the
+delivery. It knows nothing of AMQP.
 """
 
 from __future__ import annotations
