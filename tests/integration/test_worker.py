@@ -20,7 +20,7 @@ from prometheus_client import CollectorRegistry
 
 from schemas import EnactmentStatus, decode_action, routing_key
 from tests.support.broker import Broker
-from tests.support.factories import EXAMPLE_PLAN, EXAMPLE_PLAN_PATH, no_op_plan, wait_for
+from tests.support.factories import EXAMPLE_PLAN, EXAMPLE_PLAN_PATH, no_op_plan, plan_of, wait_for
 from tests.support.paths import ROOT
 from tests.support.workers import WorkerStarter
 from worker import OptimiserConfig, seed_subsystems
@@ -155,6 +155,29 @@ async def test_malformed_plans_are_parked_and_valid_ones_keep_flowing(
     assert by_id["bad-7"].headers["x-error-kind"] == "content_type"
     assert running.worker.readiness() == (True, "consuming plans")
     assert running.metric("asi_optimiser_plans_parked_total", reason="invalid") >= 3
+
+
+async def test_review_items_the_broker_refuses_are_counted_as_publish_failures(
+    broker: Broker, start_worker: WorkerStarter
+) -> None:
+    await broker.declare_topology()
+    refusing = await broker.channel.declare_queue(
+        f"{broker.names.namespace}.refusing-review",
+        arguments={"x-max-length": 0, "x-overflow": "reject-publish"},
+    )
+    broker.extra_queues.append(refusing.name)
+    await refusing.bind(broker.names.review_exchange, "")
+    results = await broker.results_queue()
+    running = await start_worker(publish_timeout_s=2.0, outage_wait_s=2.0)
+
+    await broker.publish_plan(plan_of("FLAG_FOR_REVIEW", plan_id="refused-review"))
+    await wait_for(
+        lambda: running.metric("asi_optimiser_publish_failures_total", target="review") >= 2,
+        what="the review item's unconfirmed publishes counted",
+    )
+    [record] = await broker.records(results.name, expect=1)
+    assert record.status is EnactmentStatus.FAILED
+    assert running.metric("asi_optimiser_publish_failures_total", target="results") == 0
 
 
 async def test_a_plan_whose_records_the_broker_refuses_is_not_acked(
