@@ -160,13 +160,7 @@ async def test_malformed_plans_are_parked_and_valid_ones_keep_flowing(
 async def test_review_items_the_broker_refuses_are_counted_as_publish_failures(
     broker: Broker, start_worker: WorkerStarter
 ) -> None:
-    await broker.declare_topology()
-    refusing = await broker.channel.declare_queue(
-        f"{broker.names.namespace}.refusing-review",
-        arguments={"x-max-length": 0, "x-overflow": "reject-publish"},
-    )
-    broker.extra_queues.append(refusing.name)
-    await refusing.bind(broker.names.review_exchange, "")
+    await broker.refuse_publishes(broker.names.review_exchange)
     results = await broker.results_queue()
     running = await start_worker(publish_timeout_s=2.0, outage_wait_s=2.0)
 
@@ -183,13 +177,7 @@ async def test_review_items_the_broker_refuses_are_counted_as_publish_failures(
 async def test_a_plan_whose_records_the_broker_refuses_is_not_acked(
     broker: Broker, start_worker: WorkerStarter
 ) -> None:
-    await broker.declare_topology()
-    refusing = await broker.channel.declare_queue(
-        f"{broker.names.namespace}.refusing",
-        arguments={"x-max-length": 0, "x-overflow": "reject-publish"},
-    )
-    broker.extra_queues.append(refusing.name)
-    await refusing.bind(broker.names.results_exchange, "#")
+    refusing = await broker.refuse_publishes(broker.names.results_exchange, "#")
     running = await start_worker(publish_timeout_s=2.0)
 
     await broker.publish_plan(no_op_plan("refused"))

@@ -178,6 +178,20 @@ class Broker:
         self.extra_queues.append(queue.name)
         return queue
 
+    async def refuse_publishes(
+        self, exchange: str, routing_key: str = ""
+    ) -> aio_pika.abc.AbstractQueue:
+        """Bind to ``exchange`` a queue that rejects every message, so the broker nacks each
+        publish routed there (the namespace declared first)."""
+        await self.declare_topology()
+        queue = await self.channel.declare_queue(
+            f"{self.names.namespace}.refusing.{exchange}",
+            arguments={"x-max-length": 0, "x-overflow": "reject-publish"},
+        )
+        self.extra_queues.append(queue.name)
+        await queue.bind(exchange, routing_key)
+        return queue
+
     async def depth(self, queue_name: str) -> int:
         """Messages ready in ``queue_name`` (``queue_states`` says why on a fresh channel)."""
         state = (await queue_states(self.connection, {queue_name: queue_name}))[queue_name]
